@@ -1,0 +1,54 @@
+"""The `factory` command. Thin: each command parses options and calls one library function.
+
+Heavy imports (torch, tensorflow, openvino) happen inside commands so `factory --help` is instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from factory.commands.space import space
+from factory.errors import FactoryError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="ofa-factory")
+def cli() -> None:
+    """Once-for-all model factory: train one elastic supernet, then specialize and export a
+    verified package per device.
+
+    \b
+    Typical flow:
+      factory train --data mnist5k --preset demo --out runs/demo
+      factory eval --run runs/demo --arch max
+      factory specialize --run runs/demo --out dist
+    Exit codes: 0 ok, 1 failure, 2 usage error, 3 infeasible target, 4 verification gate refused.
+    """
+
+
+cli.add_command(space)
+
+
+def main() -> None:
+    """Entry point: domain errors become a message and their exit code, not a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except FactoryError as exc:
+        if os.environ.get("FACTORY_DEBUG"):
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

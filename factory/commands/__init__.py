@@ -1,0 +1,1 @@
+"""One module per command group; each module imports heavy libraries inside its commands."""

@@ -1,0 +1,122 @@
+"""Dynamic ops: one set of max-size weights, sliced by prefix for the active width and kernel.
+
+Weight sharing is `weight[:out, :in]` in one small method per op. The active kernel/width is set by
+the owning block from a validated `ArchConfig`; `forward` only reads it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from supernets.space import se_mid_channels
+from supernets.static import BN_EPS
+
+
+class DynamicPointConv(nn.Module):
+    """1x1 conv whose input width follows the tensor and whose output width is chosen."""
+
+    def __init__(self, max_in: int, max_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(max_out, max_in, 1, 1))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out")
+
+    def active_weight(self, in_channels: int, out_channels: int) -> torch.Tensor:
+        return self.weight[:out_channels, :in_channels]
+
+    def forward(self, x: torch.Tensor, out_channels: int) -> torch.Tensor:
+        return F.conv2d(x, self.active_weight(x.shape[1], out_channels))
+
+
+class DynamicDepthwiseConv(nn.Module):
+    """Depthwise conv with elastic kernel: centre crop of the max kernel, then OFA's learned
+    kernel-transform matrix per (bigger -> smaller) step, chained 7 -> 5 -> 3 (identity at init),
+    so small kernels are not forced to equal the centre of the big one."""
+
+    def __init__(self, max_channels: int, kernel_choices: tuple[int, ...], stride: int) -> None:
+        super().__init__()
+        self.kernels = tuple(sorted(kernel_choices, reverse=True))
+        self.stride = stride
+        kmax = self.kernels[0]
+        self.weight = nn.Parameter(torch.empty(max_channels, 1, kmax, kmax))
+        nn.init.kaiming_normal_(self.weight, mode="fan_in")  # fan_out would count all C channels
+        self.transforms = nn.ParameterDict(
+            {f"{big}to{small}": nn.Parameter(torch.eye(small * small))
+             for big, small in zip(self.kernels, self.kernels[1:], strict=False)}
+        )
+
+    def active_filter(self, channels: int, kernel: int) -> torch.Tensor:
+        weight = self.weight[:channels]
+        for big, small in zip(self.kernels, self.kernels[1:], strict=False):
+            if big <= kernel:
+                break
+            start = (big - small) // 2
+            weight = weight[:, :, start:start + small, start:start + small]
+            weight = (weight.reshape(channels, small * small) @ self.transforms[f"{big}to{small}"])
+            weight = weight.reshape(channels, 1, small, small)
+        return weight
+
+    def forward(self, x: torch.Tensor, kernel: int) -> torch.Tensor:
+        channels = x.shape[1]
+        return F.conv2d(x, self.active_filter(channels, kernel), None, self.stride, kernel // 2, 1, channels)
+
+
+class DynamicBatchNorm2d(nn.Module):
+    """BatchNorm over the first C channels of max-size statistics (updated in place through the
+    slice). momentum=None means a cumulative average, which BN recalibration uses."""
+
+    def __init__(self, max_channels: int, momentum: float | None = 0.1) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.weight = nn.Parameter(torch.ones(max_channels))
+        self.bias = nn.Parameter(torch.zeros(max_channels))
+        self.register_buffer("running_mean", torch.zeros(max_channels))
+        self.register_buffer("running_var", torch.ones(max_channels))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def reset_running_stats(self) -> None:
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+        self.num_batches_tracked.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        factor = 0.0
+        if self.training:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        return F.batch_norm(
+            x, self.running_mean[:c], self.running_var[:c], self.weight[:c], self.bias[:c],
+            self.training, factor, BN_EPS,
+        )
+
+
+class DynamicSqueezeExcite(nn.Module):
+    """SE whose width follows the tensor; bottleneck = se_mid_channels(active width)."""
+
+    def __init__(self, max_channels: int) -> None:
+        super().__init__()
+        mid = se_mid_channels(max_channels)
+        self.reduce_weight = nn.Parameter(torch.empty(mid, max_channels, 1, 1))
+        self.reduce_bias = nn.Parameter(torch.zeros(mid))
+        self.expand_weight = nn.Parameter(torch.empty(max_channels, mid, 1, 1))
+        self.expand_bias = nn.Parameter(torch.zeros(max_channels))
+        for w in (self.reduce_weight, self.expand_weight):
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+
+    def active_params(self, channels: int) -> tuple[torch.Tensor, ...]:
+        mid = se_mid_channels(channels)
+        return (
+            self.reduce_weight[:mid, :channels], self.reduce_bias[:mid],
+            self.expand_weight[:channels, :mid], self.expand_bias[:channels],
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rw, rb, ew, eb = self.active_params(x.shape[1])
+        scale = x.mean((2, 3), keepdim=True)
+        scale = F.relu(F.conv2d(scale, rw, rb))
+        scale = F.hardsigmoid(F.conv2d(scale, ew, eb))
+        return x * scale

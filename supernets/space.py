@@ -1,0 +1,388 @@
+"""Search spaces: declarative stage specs, compound scaling, and the sub-network genome.
+
+A space is data. Modules never see multipliers: `get_space(name, phi=...)` applies EfficientNet
+compound scaling once, in `scale_spec`, and every consumer (supernet, cost, exporters, search)
+reads the scaled spec.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Literal
+
+from supernets.arch import ArchConfig
+
+Activation = Literal["relu", "hswish"]
+SamplingMode = Literal["independent", "compound"]
+
+# EfficientNet compound-scaling coefficients (Tan & Le 2019): alpha * beta^2 * gamma^2 ~= 2.
+DEPTH_COEFF = 1.2
+WIDTH_COEFF = 1.1
+RESOLUTION_COEFF = 1.15
+CHANNEL_DIVISOR = 8
+RESOLUTION_DIVISOR = 4
+
+
+def make_divisible(value: float, divisor: int = CHANNEL_DIVISOR, min_value: int | None = None) -> int:
+    """The one rounding rule for channels and resolutions (never more than 10% below `value`)."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def hidden_channels(in_channels: int, expand_ratio: int) -> int:
+    """Width of an MBConv's expanded tensor."""
+    return make_divisible(in_channels * expand_ratio)
+
+
+def se_mid_channels(channels: int) -> int:
+    """SE bottleneck width: a quarter of the channels, a multiple of 8 (as OFA-MobileNetV3)."""
+    return make_divisible(channels // 4)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One elastic stage: a row of self-describing choices."""
+
+    out_channels: int
+    stride: int
+    use_se: bool
+    activation: Activation
+    kernel_choices: tuple[int, ...] = (3, 5, 7)
+    expand_choices: tuple[int, ...] = (3, 4, 6)
+    depth_choices: tuple[int, ...] = (2, 3, 4)
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.depth_choices)
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """Everything that defines a search space, before any scaling is applied."""
+
+    name: str
+    stem_channels: int
+    stem_stride: int
+    first_block_channels: int
+    stages: tuple[StageSpec, ...]
+    final_expand_channels: int
+    feature_mix_channels: int
+    resolutions: tuple[int, ...]
+    in_channels: int = 3
+    phi: float = 0.0
+
+
+def scale_spec(spec: SpaceSpec, phi: float) -> SpaceSpec:
+    """EfficientNet compound scaling: depth x1.2^phi, width x1.1^phi (multiples of 8),
+    resolution x1.15^phi (multiples of 4). Pure: returns a new spec."""
+    if phi < 0:
+        raise ValueError(f"phi: must be >= 0, got {phi}")
+    if phi == 0:
+        return spec
+    width = WIDTH_COEFF**phi
+    depth = DEPTH_COEFF**phi
+    res = RESOLUTION_COEFF**phi
+
+    def channels(c: int) -> int:
+        return make_divisible(c * width)
+
+    def depths(choices: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(sorted({math.ceil(d * depth) for d in choices}))
+
+    stages = tuple(
+        replace(s, out_channels=channels(s.out_channels), depth_choices=depths(s.depth_choices))
+        for s in spec.stages
+    )
+    return replace(
+        spec,
+        stem_channels=channels(spec.stem_channels),
+        first_block_channels=channels(spec.first_block_channels),
+        stages=stages,
+        final_expand_channels=channels(spec.final_expand_channels),
+        feature_mix_channels=channels(spec.feature_mix_channels),
+        resolutions=tuple(sorted({make_divisible(r * res, RESOLUTION_DIVISOR) for r in spec.resolutions})),
+        phi=phi,
+    )
+
+
+_IMAGENET = SpaceSpec(
+    name="ofa_mbv3",
+    stem_channels=16,
+    stem_stride=2,
+    first_block_channels=16,
+    stages=(
+        StageSpec(24, 2, False, "relu"),
+        StageSpec(40, 2, True, "relu"),
+        StageSpec(80, 2, False, "hswish"),
+        StageSpec(112, 1, True, "hswish"),
+        StageSpec(160, 2, True, "hswish"),
+    ),
+    final_expand_channels=960,
+    feature_mix_channels=1280,
+    resolutions=(128, 160, 192, 224),
+)
+
+# Small inputs (20-32 px): the ImageNet layout has a total stride of 32, which reduces a 28 px digit
+# to 1x1. Here the last stage keeps stride 1, so the total stride is 16 and every resolution ends on
+# a 2x2 map. (Stride 8 kept 3x3 but cost 4x the MACs: training on a laptop CPU went 5x slower.)
+_SMALL = SpaceSpec(
+    name="small",
+    stem_channels=16,
+    stem_stride=2,
+    first_block_channels=16,
+    stages=(
+        StageSpec(24, 2, False, "relu"),
+        StageSpec(40, 2, True, "relu"),
+        StageSpec(64, 2, False, "hswish"),
+        StageSpec(96, 1, True, "hswish"),
+        StageSpec(128, 1, True, "hswish"),
+    ),
+    final_expand_channels=384,
+    feature_mix_channels=512,
+    resolutions=(20, 24, 28, 32),
+)
+
+SPACES: dict[str, SpaceSpec] = {"small": _SMALL, "ofa_mbv3": _IMAGENET}
+DEFAULT_SPACE = "small"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A scaled space: the choices, the genome, sampling and validation of `ArchConfig`s."""
+
+    spec: SpaceSpec
+    sampling: SamplingMode = "independent"
+    _slot_stage: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.sampling not in ("independent", "compound"):
+            raise ValueError(f"sampling: got {self.sampling!r}, allowed: 'independent', 'compound'")
+        if self.sampling == "compound":
+            for i, s in enumerate(self.spec.stages):
+                if len(s.depth_choices) != len(s.expand_choices):
+                    raise ValueError(
+                        f"stage {i}: compound sampling couples depth and expand choices one to one, "
+                        f"but has {len(s.depth_choices)} depths and {len(s.expand_choices)} expands"
+                    )
+        slots = tuple(i for i, s in enumerate(self.spec.stages) for _ in range(s.max_depth))
+        object.__setattr__(self, "_slot_stage", slots)
+
+    # ----- shape of the space -------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def stages(self) -> tuple[StageSpec, ...]:
+        return self.spec.stages
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        return self.spec.resolutions
+
+    @property
+    def num_slots(self) -> int:
+        return len(self._slot_stage)
+
+    def stage_slots(self, stage: int) -> range:
+        """Indices into `kernel_sizes` / `expand_ratios` that belong to `stage`."""
+        start = sum(s.max_depth for s in self.stages[:stage])
+        return range(start, start + self.stages[stage].max_depth)
+
+    def size(self) -> int:
+        """Number of distinct sub-networks (inactive slots do not count)."""
+        total = len(self.resolutions)
+        for s in self.stages:
+            k = len(s.kernel_choices)
+            if self.sampling == "compound":
+                total *= sum(k**d for d in s.depth_choices)
+            else:
+                total *= sum((k * len(s.expand_choices)) ** d for d in s.depth_choices)
+        return total
+
+    # ----- canonical members --------------------------------------------------------------
+    def largest(self) -> ArchConfig:
+        return ArchConfig(
+            resolution=max(self.resolutions),
+            depths=tuple(s.max_depth for s in self.stages),
+            kernel_sizes=tuple(max(self.stages[st].kernel_choices) for st in self._slot_stage),
+            expand_ratios=tuple(max(self.stages[st].expand_choices) for st in self._slot_stage),
+        )
+
+    def smallest(self) -> ArchConfig:
+        return ArchConfig(
+            resolution=min(self.resolutions),
+            depths=tuple(min(s.depth_choices) for s in self.stages),
+            kernel_sizes=tuple(min(self.stages[st].kernel_choices) for st in self._slot_stage),
+            expand_ratios=tuple(min(self.stages[st].expand_choices) for st in self._slot_stage),
+        )
+
+    def uniform(self, resolution: int, depth: int, kernel: int, expand: int) -> ArchConfig:
+        """The same depth/kernel/expand everywhere: what hand scaling would try."""
+        arch = ArchConfig(
+            resolution=resolution,
+            depths=(depth,) * len(self.stages),
+            kernel_sizes=(kernel,) * self.num_slots,
+            expand_ratios=(expand,) * self.num_slots,
+        )
+        self.validate(arch)
+        return arch
+
+    def sample(self, rng: random.Random) -> ArchConfig:
+        """A uniformly random sub-network (inactive slots random too, as in OFA's genome)."""
+        depths: list[int] = []
+        kernels: list[int] = []
+        expands: list[int] = []
+        for s in self.stages:
+            if self.sampling == "compound":
+                idx = rng.randrange(len(s.depth_choices))
+                depths.append(s.depth_choices[idx])
+                expands.extend([s.expand_choices[idx]] * s.max_depth)
+            else:
+                depths.append(rng.choice(s.depth_choices))
+                expands.extend(rng.choice(s.expand_choices) for _ in range(s.max_depth))
+            kernels.extend(rng.choice(s.kernel_choices) for _ in range(s.max_depth))
+        return ArchConfig(
+            resolution=rng.choice(self.resolutions),
+            depths=tuple(depths),
+            kernel_sizes=tuple(kernels),
+            expand_ratios=tuple(expands),
+        )
+
+    def canonical(self, arch: ArchConfig) -> ArchConfig:
+        """Same function, inactive slots set to the smallest choice: equal nets compare equal."""
+        kernels = list(arch.kernel_sizes)
+        expands = list(arch.expand_ratios)
+        for st, s in enumerate(self.stages):
+            for pos, slot in enumerate(self.stage_slots(st)):
+                if pos >= arch.depths[st]:
+                    kernels[slot] = min(s.kernel_choices)
+                    expands[slot] = min(s.expand_choices)
+        return replace(arch, kernel_sizes=tuple(kernels), expand_ratios=tuple(expands))
+
+    def active_blocks(self, arch: ArchConfig) -> list[tuple[int, int, int, int]]:
+        """(stage, position, kernel, expand) of every block the sub-network runs."""
+        blocks = []
+        for st in range(len(self.stages)):
+            slots = self.stage_slots(st)
+            for pos in range(arch.depths[st]):
+                slot = slots[pos]
+                blocks.append((st, pos, arch.kernel_sizes[slot], arch.expand_ratios[slot]))
+        return blocks
+
+    # ----- validation ---------------------------------------------------------------------
+    def validate(self, arch: ArchConfig) -> None:
+        """Raise ValueError naming the field, the bad value and the allowed values."""
+        if not isinstance(arch, ArchConfig):
+            raise ValueError(f"arch: expected an ArchConfig, got {type(arch).__name__}")
+        if arch.resolution not in self.resolutions:
+            raise ValueError(
+                f"resolution: {arch.resolution!r} is not allowed in space {self.name!r}; "
+                f"allowed: {list(self.resolutions)}"
+            )
+        n_stages = len(self.stages)
+        for fname, values, expected in (
+            ("depths", arch.depths, n_stages),
+            ("kernel_sizes", arch.kernel_sizes, self.num_slots),
+            ("expand_ratios", arch.expand_ratios, self.num_slots),
+        ):
+            if len(values) != expected:
+                raise ValueError(f"{fname}: expected {expected} values for space {self.name!r}, got {len(values)}")
+        for st, s in enumerate(self.stages):
+            if arch.depths[st] not in s.depth_choices:
+                raise ValueError(f"depths[{st}]: {arch.depths[st]!r} not allowed; allowed: {list(s.depth_choices)}")
+            for slot in self.stage_slots(st):
+                if arch.kernel_sizes[slot] not in s.kernel_choices:
+                    raise ValueError(
+                        f"kernel_sizes[{slot}]: {arch.kernel_sizes[slot]!r} not allowed (stage {st}); "
+                        f"allowed: {list(s.kernel_choices)}"
+                    )
+                if arch.expand_ratios[slot] not in s.expand_choices:
+                    raise ValueError(
+                        f"expand_ratios[{slot}]: {arch.expand_ratios[slot]!r} not allowed (stage {st}); "
+                        f"allowed: {list(s.expand_choices)}"
+                    )
+            if self.sampling == "compound":
+                want = s.expand_choices[s.depth_choices.index(arch.depths[st])]
+                for pos, slot in enumerate(self.stage_slots(st)):
+                    if pos < arch.depths[st] and arch.expand_ratios[slot] != want:
+                        raise ValueError(
+                            f"expand_ratios[{slot}]: {arch.expand_ratios[slot]!r} breaks compound coupling; "
+                            f"stage {st} at depth {arch.depths[st]} needs expand {want}"
+                        )
+
+    # ----- genome -------------------------------------------------------------------------
+    @cached_property
+    def gene_choices(self) -> tuple[tuple[int, ...], ...]:
+        """Choices per gene: [resolution, depth per stage, kernel per slot, expand per slot]."""
+        genes: list[tuple[int, ...]] = [self.resolutions]
+        genes += [s.depth_choices for s in self.stages]
+        genes += [self.stages[st].kernel_choices for st in self._slot_stage]
+        genes += [self.stages[st].expand_choices for st in self._slot_stage]
+        return tuple(genes)
+
+    def encode(self, arch: ArchConfig) -> list[int]:
+        """Fixed-length integer vector of choice indices (the search genome)."""
+        self.validate(arch)
+        values = [arch.resolution, *arch.depths, *arch.kernel_sizes, *arch.expand_ratios]
+        return [choices.index(v) for choices, v in zip(self.gene_choices, values, strict=True)]
+
+    def decode(self, genome: list[int] | tuple[int, ...]) -> ArchConfig:
+        genes = self.gene_choices
+        if len(genome) != len(genes):
+            raise ValueError(f"genome: expected {len(genes)} genes, got {len(genome)}")
+        values = []
+        for i, (g, choices) in enumerate(zip(genome, genes, strict=True)):
+            if not 0 <= int(g) < len(choices):
+                raise ValueError(f"genome[{i}]: index {g} out of range 0..{len(choices) - 1}")
+            values.append(choices[int(g)])
+        n = len(self.stages)
+        s = self.num_slots
+        return ArchConfig(
+            resolution=values[0],
+            depths=tuple(values[1 : 1 + n]),
+            kernel_sizes=tuple(values[1 + n : 1 + n + s]),
+            expand_ratios=tuple(values[1 + n + s :]),
+        )
+
+    def describe(self) -> dict:
+        """JSON-able summary of the space (for `factory space show`)."""
+        sp = self.spec
+        return {
+            "name": sp.name,
+            "phi": sp.phi,
+            "sampling": self.sampling,
+            "resolutions": list(sp.resolutions),
+            "stem": {"channels": sp.stem_channels, "stride": sp.stem_stride},
+            "first_block_channels": sp.first_block_channels,
+            "stages": [
+                {
+                    "out_channels": s.out_channels,
+                    "stride": s.stride,
+                    "se": s.use_se,
+                    "activation": s.activation,
+                    "kernel_choices": list(s.kernel_choices),
+                    "expand_choices": list(s.expand_choices),
+                    "depth_choices": list(s.depth_choices),
+                }
+                for s in sp.stages
+            ],
+            "head": {
+                "final_expand_channels": sp.final_expand_channels,
+                "feature_mix_channels": sp.feature_mix_channels,
+            },
+            "num_subnetworks": self.size(),
+        }
+
+
+def get_space(name: str = DEFAULT_SPACE, phi: float = 0.0, sampling: SamplingMode = "independent") -> SearchSpace:
+    """A named space, compound-scaled by `phi`."""
+    if name not in SPACES:
+        raise ValueError(f"space: unknown name {name!r}; allowed: {sorted(SPACES)}")
+    return SearchSpace(scale_spec(SPACES[name], phi), sampling=sampling)

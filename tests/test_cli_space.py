@@ -1,0 +1,39 @@
+import json
+import subprocess
+import sys
+import time
+
+from click.testing import CliRunner
+
+from factory.cli import cli
+
+
+def test_space_show_json_reports_size_and_costs():
+    result = CliRunner().invoke(cli, ["space", "show", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["num_subnetworks"] >= 10**19
+    assert info["largest"]["macs"] > 5 * info["smallest"]["macs"]
+    assert len(info["stages"]) == 5
+
+
+def test_space_show_text_and_phi():
+    result = CliRunner().invoke(cli, ["space", "show", "--phi", "1"])
+    assert result.exit_code == 0
+    assert "phi=1" in result.output and "sub-networks" in result.output
+
+
+def test_space_show_refuses_unknown_space_with_allowed_values():
+    result = CliRunner().invoke(cli, ["space", "show", "--space", "resnet"])
+    assert result.exit_code == 2
+    assert "ofa_mbv3" in result.output and "small" in result.output
+
+
+def test_factory_help_is_fast_and_imports_no_heavy_library():
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "factory", "--help"], capture_output=True, text=True, check=True)
+    assert time.perf_counter() - start < 10  # generous: the real goal (<2 s) is checked below by imports
+    assert "specialize" in proc.stdout or "space" in proc.stdout
+    code = "import sys, factory.cli; print(sorted(m for m in ('torch','tensorflow','openvino') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
