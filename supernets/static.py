@@ -105,10 +105,12 @@ class Head(nn.Module):
     """final 1x1 expand -> global average pool -> 1x1 feature mix (hswish) -> dropout -> linear."""
 
     def __init__(self, in_channels: int, final_channels: int, mix_channels: int, num_classes: int,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, mix_bias: bool = False) -> None:
         super().__init__()
         self.final_expand = ConvBNAct(in_channels, final_channels, 1, activation="hswish")
-        self.feature_mix = nn.Conv2d(final_channels, mix_channels, 1, bias=False)
+        # OFA's feature mix has no bias; mix_bias=True lets torchvision's MobileNetV3 (Linear with bias)
+        # be expressed with the same modules, so it exports through the same mirrors.
+        self.feature_mix = nn.Conv2d(final_channels, mix_channels, 1, bias=mix_bias)
         self.mix_activation = nn.Hardswish()
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(mix_channels, num_classes)
