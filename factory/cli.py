@@ -10,6 +10,8 @@ import sys
 
 import click
 
+from factory.commands.predictor import predictor
+from factory.commands.search import search
 from factory.commands.space import space
 from factory.errors import FactoryError
 
@@ -30,6 +32,8 @@ def cli() -> None:
 
 
 cli.add_command(space)
+cli.add_command(predictor)
+cli.add_command(search)
 
 
 def main() -> None:

@@ -84,7 +84,7 @@ class Miss:
     def describe(self) -> str:
         unit = "" if self.budget_name == "min_accuracy" else (" ms" if "latency" in self.budget_name else " MB")
         if self.budget_name == "min_accuracy":
-            return (f"min_accuracy: predicted {self.value:.4f} < {self.budget:.4f} "
+            return (f"min_accuracy: {self.value:.4f} < {self.budget:.4f} "
                     f"(short by {self.excess:.4f})")
         return (f"{self.budget_name}: {self.value:.4g}{unit} > {self.budget:.4g}{unit} "
                 f"(over by {self.excess:.4g}{unit}, +{100 * self.fraction:.1f}%)")
@@ -127,6 +127,12 @@ class Budgets:
 
     def to_dict(self) -> dict[str, float]:
         return dict(self.items())
+
+
+def arch_label(arch: ArchConfig) -> str:
+    """One line naming a sub-network (for messages)."""
+    return (f"r{arch.resolution} d{list(arch.depths)} k{list(arch.kernel_sizes)} "
+            f"e{list(arch.expand_ratios)}")
 
 
 def _opt_float(value: Any) -> float | None:
