@@ -271,8 +271,11 @@ def measure_samples(
     done = read_samples(path, space, checkpoint_sha256)
     todo = [a for a in archs if a not in done]
     path.parent.mkdir(parents=True, exist_ok=True)
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
     with path.open("a") as fh, tqdm(total=len(archs), initial=len(archs) - len(todo), disable=not progress,
                                      desc="measuring sub-networks", unit="net") as bar:
+        if torn:  # an interrupted write: end that line so the next record is not glued to it
+            fh.write("\n")
         for arch in todo:
             t0 = time.perf_counter()
             acc, loss, images = measure(arch)

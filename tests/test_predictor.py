@@ -1,0 +1,112 @@
+"""Accuracy predictor: encoding, fit on a known relation, stratified sampling, resumable measurements."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from factory.errors import UserInputError
+from factory.predictor import (
+    SAMPLES_FILE,
+    FitConfig,
+    load_predictor,
+    measure_samples,
+    onehot_features,
+    read_samples,
+    spearman,
+    split_holdout,
+    stratified_archs,
+)
+from factory.predictor import fit_mlp as _fit
+from factory.search_proxies import SyntheticAccuracy
+from supernets import cost, get_space
+
+torch.set_num_threads(1)
+SPACE = get_space()
+SMALL_FIT = FitConfig(hidden=64, ensemble=2, epochs=400)
+
+
+def test_onehot_zeroes_inactive_slots_and_equal_nets_encode_equally() -> None:
+    rng = random.Random(0)
+    archs = [SPACE.sample(rng) for _ in range(50)]
+    x = onehot_features(SPACE, archs)
+    xc = onehot_features(SPACE, [SPACE.canonical(a) for a in archs])
+    assert np.array_equal(x, xc)
+    active_blocks = np.array([len(SPACE.active_blocks(a)) for a in archs])
+    # one hot per resolution + per stage depth + (kernel, expand) per active block
+    assert np.array_equal(x.sum(1), 1 + len(SPACE.stages) + 2 * active_blocks)
+
+
+def test_fit_recovers_a_monotone_relation_on_held_out_archs() -> None:
+    archs = stratified_archs(SPACE, 160, random.Random(0))
+    truth = SyntheticAccuracy(SPACE)(archs)
+    model = _fit(SPACE, archs[:110], truth[:110], seed=0, config=SMALL_FIT)
+    rho = spearman(model(archs[110:]), truth[110:])
+    assert rho > 0.85
+
+
+def test_fit_is_reproducible_from_its_seed() -> None:
+    archs = stratified_archs(SPACE, 30, random.Random(1))
+    truth = SyntheticAccuracy(SPACE)(archs)
+    cfg = FitConfig(hidden=16, ensemble=1, epochs=50)
+    a = _fit(SPACE, archs, truth, seed=3, config=cfg)(archs)
+    b = _fit(SPACE, archs, truth, seed=3, config=cfg)(archs)
+    assert np.array_equal(a, b)
+
+
+def test_stratified_sampling_covers_every_resolution_and_size_range() -> None:
+    archs = stratified_archs(SPACE, 48, random.Random(0))
+    assert len(set(archs)) == 48
+    assert all(a == SPACE.canonical(a) for a in archs)
+    per_res = {r: [a for a in archs if a.resolution == r] for r in SPACE.resolutions}
+    assert all(len(v) >= 10 for v in per_res.values())
+    macs = [cost(SPACE, a).macs for a in archs]
+    random_macs = [cost(SPACE, SPACE.sample(random.Random(i))).macs for i in range(48)]
+    assert np.std(np.log(macs)) > 0.8 * np.std(np.log(random_macs))
+
+
+def test_holdout_split_is_even_and_disjoint() -> None:
+    train, held = split_holdout(200, 50)
+    assert len(held) == 50 and len(train) == 150 and not set(train) & set(held)
+    with pytest.raises(UserInputError, match="holdout"):
+        split_holdout(40, 50)
+
+
+def test_measurements_resume_and_skip_a_torn_line(tmp_path: Path) -> None:
+    archs = stratified_archs(SPACE, 12, random.Random(0))
+    calls: list = []
+
+    def measure(arch):  # a deterministic stand-in for evaluate_arch: accuracy from MACs
+        calls.append(arch)
+        return 1.0 - 1.0 / cost(SPACE, arch).macs ** 0.1, 0.5, 100
+
+    path = tmp_path / SAMPLES_FILE
+    first = measure_samples(archs[:7], measure, path, SPACE, "sha-a", progress=False)
+    with path.open("a") as fh:
+        fh.write('{"arch": {"resolution": 2')  # interrupted write
+    second = measure_samples(archs, measure, path, SPACE, "sha-a", progress=False)
+    assert len(calls) == 12  # 7 then only the 5 new ones
+    assert [s.accuracy for s in second[:7]] == [s.accuracy for s in first]
+    assert len(read_samples(path, SPACE, "sha-a")) == 12
+    assert read_samples(path, SPACE, "another-checkpoint") == {}
+
+
+def test_saved_predictor_loads_with_same_predictions_and_refuses_other_space(tmp_path: Path) -> None:
+    archs = stratified_archs(SPACE, 20, random.Random(2))
+    truth = SyntheticAccuracy(SPACE)(archs)
+    model = _fit(SPACE, archs, truth, seed=0, config=FitConfig(hidden=16, ensemble=2, epochs=30))
+    from dataclasses import replace
+
+    replace(model, meta={"checkpoint_sha256": "abc"}).save(tmp_path / "predictor.pt")
+    loaded = load_predictor(tmp_path, SPACE, "abc")
+    assert loaded is not None
+    assert np.allclose(loaded(archs), model(archs), atol=1e-6)
+    with pytest.raises(UserInputError, match="space"):
+        load_predictor(tmp_path, get_space(phi=1.0))
+    with pytest.raises(UserInputError, match="checkpoint"):
+        load_predictor(tmp_path, SPACE, "other")
+    assert load_predictor(tmp_path / "none", SPACE) is None
