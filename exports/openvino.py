@@ -1,0 +1,46 @@
+"""OpenVINO: `ov.convert_model` from the PyTorch module, saved as IR (model.xml + model.bin).
+
+fp16 = `compress_to_fp16` (weights stored fp16, decompressed at load); int8 = `nncf.quantize` on the
+calibration images. Metadata (labels, preprocessing, ...) goes into `rt_info` under `model_info`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from exports import FORMATS
+from exports.convert import ExportSpec
+
+
+def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) -> Path:
+    import openvino as ov
+
+    path = out_dir / FORMATS["openvino"].file_name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(spec.input_shape_nchw)
+    with torch.no_grad():
+        ov_model = ov.convert_model(model, example_input=example, input=[list(spec.input_shape_nchw)])
+    if precision == "int8":
+        ov_model = _quantize_int8(ov_model, spec)
+    _set_rt_info(ov_model, {**spec.metadata, "precision": precision, "layout": "NCHW"})
+    ov.save_model(ov_model, str(path), compress_to_fp16=(precision == "fp16"))
+    return path
+
+
+def _quantize_int8(ov_model: Any, spec: ExportSpec) -> Any:
+    import nncf
+
+    assert spec.calibration is not None  # checked by convert()
+    samples = [spec.calibration[i : i + 1] for i in range(len(spec.calibration))]
+    return nncf.quantize(ov_model, nncf.Dataset(samples), subset_size=len(samples),
+                         preset=nncf.QuantizationPreset.PERFORMANCE)
+
+
+def _set_rt_info(ov_model: Any, metadata: dict[str, Any]) -> None:
+    for key, value in metadata.items():
+        ov_model.set_rt_info(value if isinstance(value, str) else json.dumps(value), ["model_info", str(key)])

@@ -1,0 +1,182 @@
+"""Run an exported file in its own runtime with one interface, and time it.
+
+`load_session(path, threads)` picks the runtime from the file suffix (.onnx -> ONNX Runtime,
+.tflite -> LiteRT, .xml -> OpenVINO). Every session takes NCHW float32 input, whatever the file's
+layout, and returns outputs in PyTorch's layout, so parity checks compare like with like. Files are
+batch-1 graphs: `run` loops over the rows of a batch; `run_one` is the timed hot path.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from exports import FILE_SUFFIX_FORMAT
+
+
+class Session(Protocol):
+    fmt: str
+    path: Path
+    threads: int
+
+    def run_one(self, x: np.ndarray) -> np.ndarray: ...
+
+    def run(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def _run_rows(session: Session, x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"input: expected NCHW (N, C, H, W), got shape {x.shape}")
+    return np.concatenate([session.run_one(x[i : i + 1]) for i in range(len(x))], axis=0)
+
+
+class OnnxSession:
+    """ONNX Runtime, CPU provider, `intra_op_num_threads=threads`, sequential execution."""
+
+    fmt = "onnx"
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        self.path, self.threads = path, threads
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._input = self._sess.get_inputs()[0].name
+
+    def run_one(self, x: np.ndarray) -> np.ndarray:
+        return self._sess.run(None, {self._input: x})[0]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return _run_rows(self, x)
+
+
+class OpenVinoSession:
+    """OpenVINO CPU plugin, `INFERENCE_NUM_THREADS=threads`, latency hint, one stream.
+
+    The inference precision is pinned to f32: on CPUs with bf16 support OpenVINO would otherwise
+    silently run fp32/fp16 IRs in bf16 (int8 IRs run their int8 kernels either way)."""
+
+    fmt = "openvino"
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import openvino as ov
+
+        self.path, self.threads = path, threads
+        core = ov.Core()
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+                  "INFERENCE_PRECISION_HINT": "f32"}
+        self._compiled = core.compile_model(str(path), "CPU", config)
+        self._request = self._compiled.create_infer_request()
+
+    def run_one(self, x: np.ndarray) -> np.ndarray:
+        self._request.infer({0: x})
+        return self._request.get_output_tensor(0).data.copy()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return _run_rows(self, x)
+
+
+class TfliteSession:
+    """LiteRT interpreter, `num_threads=threads`. Input NHWC inside; NCHW outside."""
+
+    fmt = "tflite"
+
+    def __init__(self, path: Path, threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path, self.threads = path, threads
+        self._interp = Interpreter(model_path=str(path), num_threads=threads)
+        self._interp.allocate_tensors()
+        self._in = self._interp.get_input_details()[0]
+        self._out = self._interp.get_output_details()[0]
+
+    def run_one(self, x: np.ndarray) -> np.ndarray:
+        nhwc = x.transpose(0, 2, 3, 1)
+        self._interp.set_tensor(self._in["index"], _quantize_io(nhwc, self._in))
+        self._interp.invoke()
+        y = _dequantize_io(self._interp.get_tensor(self._out["index"]), self._out)
+        return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return _run_rows(self, x)
+
+
+def _quantize_io(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Float -> the tensor's dtype (identity for float tensors; int8-I/O files are quantized here)."""
+    if detail["dtype"] == np.float32:
+        return np.ascontiguousarray(x, np.float32)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize_io(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return y.copy()
+    scale, zero = detail["quantization"]
+    return (y.astype(np.float32) - zero) * scale
+
+
+_SESSIONS: dict[str, type] = {"onnx": OnnxSession, "openvino": OpenVinoSession, "tflite": TfliteSession}
+
+
+def format_of(path: Path) -> str:
+    """The format of a model file, from its suffix."""
+    fmt = FILE_SUFFIX_FORMAT.get(Path(path).suffix)
+    if fmt is None:
+        raise ValueError(f"{path}: unknown model file suffix {Path(path).suffix!r}; allowed: "
+                         f"{sorted(FILE_SUFFIX_FORMAT)}")
+    return fmt
+
+
+def load_session(path: Path, threads: int = 1) -> Session:
+    """Open `path` in its runtime. NCHW float32 in, PyTorch-layout outputs out."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    if threads < 1:
+        raise ValueError(f"threads: must be >= 1, got {threads}")
+    return _SESSIONS[format_of(path)](path, threads)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Latency of single batch-1 inferences, in milliseconds."""
+
+    p50_ms: float
+    p95_ms: float
+    samples: list[float] = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "repeats": len(self.samples)}
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default method), q in 0..100."""
+    return float(np.percentile(np.asarray(samples), q))
+
+
+def time_session(session: Session, x: np.ndarray, warmup: int = 20, repeats: int = 200) -> Timing:
+    """Warm up, then time `repeats` single inferences of `x` (batch 1, NCHW float32) one by one."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    x = np.ascontiguousarray(x[:1], dtype=np.float32)
+    for _ in range(warmup):
+        session.run_one(x)
+    samples = []
+    clock = time.perf_counter
+    for _ in range(repeats):
+        t0 = clock()
+        session.run_one(x)
+        samples.append((clock() - t0) * 1e3)
+    return Timing(p50_ms=statistics.median(samples), p95_ms=percentile(samples, 95), samples=samples)
