@@ -5,3 +5,54 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest
+
+# A few steps per phase at tiny settings: every run file exists and every phase ran, in seconds.
+TINY_CONFIG = """
+[data]
+source = "mnist5k"
+
+[train]
+batch_size = 32
+steps_per_epoch = 6
+subnets_per_step = 2
+eval_images = 200
+
+[phases.teacher]
+epochs = 1
+lr = 0.1
+
+[phases.kernel]
+epochs = 1
+lr = 0.03
+
+[phases.depth]
+epochs = 1
+lr = 0.03
+
+[phases.expand]
+epochs = 1
+lr = 0.03
+
+[runtime]
+device = "cpu"
+progress = false
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    """Path of a run trained on mnist5k for a few steps per phase (config.toml, data.json, supernet.pt,
+    checkpoints/last.pt, metrics.jsonl, summary.json). Session-scoped: treat it as read-only."""
+    import tomllib
+
+    import torch
+
+    from factory.train import train
+    from factory.train_config import config_from_dict
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train(config_from_dict(tomllib.loads(TINY_CONFIG), origin="tiny_run"), out)
+    return out

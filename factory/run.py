@@ -1,0 +1,188 @@
+"""A run folder: what `factory train` writes and every later command reads.
+
+    runs/<name>/ config.toml · data.json · supernet.pt · checkpoints/last.pt · metrics.jsonl · summary.json
+
+`load_run` is the one reader; the writers here are used by the trainer (rank 0 only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from factory.errors import UserInputError
+
+if TYPE_CHECKING:
+    from factory.data import Dataset
+    from supernets import SearchSpace, Supernet
+
+CONFIG_FILE = "config.toml"
+DATA_FILE = "data.json"
+SUPERNET_FILE = "supernet.pt"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+SUPERNET_FORMAT = "ofa-factory-supernet"
+SUPERNET_VERSION = 1
+
+
+@dataclass
+class Run:
+    """A trained run, loaded for evaluation, search and export. The supernet is on CPU in eval mode."""
+
+    path: Path
+    space: SearchSpace
+    num_classes: int
+    class_names: list[str]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_size: int
+    data_source: str
+    split_seed: int
+    on_bad_image: str
+    supernet: Supernet
+    checkpoint_sha256: str
+    _dataset: Dataset | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def dataset(self) -> Dataset:
+        """The same train/val/calib split training used (loaded once per Run)."""
+        if self._dataset is None:
+            from factory.data import load_dataset
+
+            self._dataset = load_dataset(self.data_source, image_size=self.image_size, seed=self.split_seed,
+                                         on_bad_image=self.on_bad_image)  # type: ignore[arg-type]
+        return self._dataset
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a run folder; UserInputError naming the file when something is missing or corrupt."""
+    from supernets import Supernet, get_space
+
+    root = Path(path)
+    if not root.is_dir():
+        raise UserInputError(f"run: {root}: no such folder (train one with `factory train --out {root}`)")
+    data = _read_json(root / DATA_FILE)
+    for key in ("source", "class_names", "mean", "std", "image_size", "split_seed"):
+        if key not in data:
+            raise UserInputError(f"{root / DATA_FILE}: missing key {key!r}")
+    blob = read_supernet_file(root / SUPERNET_FILE)
+    sp = blob["space"]
+    try:
+        space = get_space(sp["name"], phi=float(sp["phi"]), sampling=sp["sampling"])
+        net = Supernet(space, int(blob["num_classes"]), dropout=float(blob.get("dropout", 0.1)))
+        net.load_state_dict(blob["state_dict"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise UserInputError(f"{root / SUPERNET_FILE}: does not match its recorded space ({exc})") from None
+    net.eval()
+    if len(data["class_names"]) != net.num_classes:
+        raise UserInputError(
+            f"{root / DATA_FILE}: {len(data['class_names'])} class names but the supernet has {net.num_classes} outputs"
+        )
+    return Run(
+        path=root,
+        space=space,
+        num_classes=net.num_classes,
+        class_names=list(data["class_names"]),
+        mean=tuple(data["mean"]),  # type: ignore[arg-type]
+        std=tuple(data["std"]),  # type: ignore[arg-type]
+        image_size=int(data["image_size"]),
+        data_source=str(data["source"]),
+        split_seed=int(data["split_seed"]),
+        on_bad_image=str(data.get("on_bad_image", "fail")),
+        supernet=net,
+        checkpoint_sha256=sha256_file(root / SUPERNET_FILE),
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: missing (is this a run folder written by `factory train`?)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_supernet_file(path: Path) -> dict[str, Any]:
+    blob = load_torch_file(path, what="supernet")
+    if blob.get("format") != SUPERNET_FORMAT:
+        raise UserInputError(f"{path}: not an ofa-factory supernet file (format {blob.get('format')!r})")
+    if blob.get("version") != SUPERNET_VERSION:
+        raise UserInputError(
+            f"{path}: supernet file version {blob.get('version')!r}; this tool reads {SUPERNET_VERSION}")
+    return blob
+
+
+def load_torch_file(path: Path, what: str) -> dict[str, Any]:
+    """torch.load(weights_only=True) with errors that name the file (truncated, foreign, missing)."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    if not path.is_file():
+        raise UserInputError(f"{path}: missing {what} file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise UserInputError(f"{path}: cannot read {what} file, truncated or not a PyTorch file ({exc})") from None
+    if not isinstance(blob, dict):
+        raise UserInputError(f"{path}: not an ofa-factory {what} file (holds a {type(blob).__name__})")
+    return blob
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write to a temp file in the same folder, fsync, then os.replace: a crash leaves the old file."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with tmp.open("wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_supernet(net: Supernet, space: SearchSpace, path: Path) -> None:
+    """supernet.pt: the weights plus what is needed to rebuild the module (space, classes, dropout)."""
+    dropout = float(net.head.dropout.p) if hasattr(net.head, "dropout") else 0.1
+    blob = {
+        "format": SUPERNET_FORMAT,
+        "version": SUPERNET_VERSION,
+        "space": {"name": space.name, "phi": float(space.spec.phi), "sampling": space.sampling},
+        "num_classes": net.num_classes,
+        "dropout": dropout,
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+    }
+    atomic_torch_save(blob, path)
+
+
+def write_data_json(path: Path, description: dict[str, Any], on_bad_image: str) -> None:
+    atomic_write_text(path, json.dumps({**description, "on_bad_image": on_bad_image}, indent=2) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,457 @@
+"""Progressive-shrinking trainer: teacher -> elastic kernel -> elastic depth -> elastic expand.
+
+One optimizer step = several sub-networks (gradients accumulated) on one batch, with knowledge
+distillation from the frozen teacher (the full network after phase 1) or, with the sandwich sampler,
+in-place distillation from the largest sub-network of the same step. Each phase has its own SGD
+Nesterov optimizer and cosine schedule. Checkpoints are written atomically at each epoch end and every
+`checkpoint_interval_s`; `train(..., resume=True)` continues from the exact step.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from factory.checkpoint import Position, load_checkpoint, save_checkpoint
+from factory.data import Dataset, Split, load_dataset, to_model_input
+from factory.distributed import DistContext
+from factory.errors import UserInputError
+from factory.evaluate import evaluate_on
+from factory.run import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    DATA_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    SUPERNET_FILE,
+    atomic_write_text,
+    save_supernet,
+    write_data_json,
+)
+from factory.sampling import PHASE_ORDER, derive_seed, sample_step
+from factory.train_config import TrainConfig, config_from_dict, first_incompatible_key
+from supernets import ArchConfig, SearchSpace, Supernet, get_space
+
+CHECKPOINT_NAME = "last.pt"
+
+
+@dataclass
+class Trainer:
+    """The state of one training process. Built by `train`; methods are the steps of the loop."""
+
+    cfg: TrainConfig
+    out: Path
+    ctx: DistContext
+    data: Dataset
+    space: SearchSpace
+    net: Supernet
+    pos: Position
+    teacher: Supernet | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+    last_checkpoint: float = 0.0
+
+    # ----- helpers ------------------------------------------------------------------------------
+    @property
+    def phase_names(self) -> list[str]:
+        return list(PHASE_ORDER)
+
+    def steps_per_epoch(self) -> int:
+        t = self.cfg.train
+        return t.steps_per_epoch or max(1, len(self.data.train) // t.batch_size)
+
+    def global_epoch(self, phase: int, epoch: int) -> int:
+        return sum(self.cfg.phases[p].epochs for p in PHASE_ORDER[:phase]) + epoch
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.ctx.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.ctx.device.type == "cpu" else x
+
+    def params(self) -> list[nn.Parameter]:
+        return list(self.net.parameters())
+
+    # ----- phase setup --------------------------------------------------------------------------
+    def start_phase(self, phase: int, state: dict[str, Any] | None) -> None:
+        """Teacher snapshot, channel re-organisation (before expand) and a fresh optimizer + schedule.
+        With `state` (resume mid-phase) the optimizer/scheduler states are loaded instead."""
+        name = PHASE_ORDER[phase]
+        if phase >= 1 and self.teacher is None:
+            self.teacher = _frozen_copy(self.net)
+        if name == "expand" and state is None:
+            self.net.reorganize_channels()
+        decay, no_decay = [], []
+        for pname, p in self.net.named_parameters():
+            (decay if p.ndim > 1 and "transforms" not in pname else no_decay).append(p)
+        t, lr = self.cfg.train, self.cfg.phases[name].lr
+        self.optimizer = torch.optim.SGD(
+            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=lr, momentum=t.momentum, nesterov=t.momentum > 0,
+        )
+        total = max(1, self.cfg.phases[name].epochs * self.steps_per_epoch())
+        warmup = min(t.warmup_steps, total - 1) if phase == 0 else 0
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _cosine(total, warmup))
+        if state is not None:
+            if state.get("optimizer") is not None:
+                self.optimizer.load_state_dict(state["optimizer"])
+            if state.get("scheduler") is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+
+    # ----- one step -----------------------------------------------------------------------------
+    def batch(self, global_epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's shard of the global batch `step` of epoch `global_epoch` (all ranks agree on order)."""
+        t, n = self.cfg.train, len(self.data.train)
+        gen = torch.Generator().manual_seed(derive_seed(t.seed, "epoch", global_epoch))
+        need = (step + 1) * t.batch_size
+        perm = torch.cat([torch.randperm(n, generator=gen) for _ in range(math.ceil(need / n))])
+        idx = perm[step * t.batch_size:need][self.ctx.rank::self.ctx.world_size]
+        images = self.data.train.images[idx]
+        if t.augment_shift:
+            aug = torch.Generator().manual_seed(derive_seed(t.seed, "augment", self.pos.global_step, self.ctx.rank))
+            images = _random_shift(images, t.augment_shift, aug)
+        return images, self.data.train.labels[idx]
+
+    def train_step(self, phase: str) -> tuple[float, int]:
+        t = self.cfg.train
+        images, labels = self.batch(self.global_epoch(self.pos.phase, self.pos.epoch), self.pos.step)
+        labels = labels.to(self.ctx.device)
+        archs = sample_step(self.space, phase, t.sampler, t.subnets_per_step, t.seed, self.pos.global_step)
+        torch.manual_seed(derive_seed(t.seed, "dropout", self.pos.global_step, self.ctx.rank))
+        if self.optimizer is None or self.scheduler is None:
+            raise RuntimeError("train_step before start_phase")
+        self.optimizer.zero_grad(set_to_none=True)
+        inputs: dict[int, torch.Tensor] = {}
+        teacher_logits: dict[int, torch.Tensor] = {}
+        soft: torch.Tensor | None = None
+        total = 0.0
+        for k, arch in enumerate(archs):
+            r = arch.resolution
+            if r not in inputs:
+                inputs[r] = self.prepare(to_model_input(images, r, self.data.mean, self.data.std))
+            self.net.set_active(arch)
+            logits = self.net(inputs[r])
+            loss = F.cross_entropy(logits, labels, label_smoothing=t.label_smoothing)
+            target = None
+            if t.sampler == "sandwich" and phase != "teacher":
+                target = soft if k > 0 else None
+            elif self.teacher is not None and phase != "teacher" and t.kd_ratio > 0:
+                if r not in teacher_logits:
+                    with torch.no_grad():
+                        teacher_logits[r] = self.teacher(inputs[r])
+                target = teacher_logits[r]
+            if target is not None and t.kd_ratio > 0:
+                loss = loss + t.kd_ratio * _kd_loss(logits, target, t.kd_temperature)
+            if k == 0 and t.sampler == "sandwich":
+                soft = logits.detach()
+            (loss / len(archs)).backward()
+            total += float(loss.detach())
+        self.ctx.average_gradients(self.params())
+        self.optimizer.step()
+        self.scheduler.step()
+        return total / len(archs), len(labels)
+
+    # ----- epoch end ----------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        res = {}
+        val, limit = self.data.val, self.cfg.train.eval_images
+        if limit and limit < len(val):
+            val = Split(val.images[:limit], val.labels[:limit])
+        for which, arch in (("max", self.space.largest()), ("min", self.space.smallest())):
+            r = evaluate_on(self.net, arch, self.data.calib, val, self.data.mean, self.data.std,
+                            self.ctx.device, self.cfg.train.eval_batch_size)
+            res[f"acc_{which}"] = round(r.accuracy, 5)
+            res[f"loss_{which}"] = round(r.loss, 5)
+        self.net.train()
+        return res
+
+    def checkpoint(self) -> None:
+        if not self.ctx.is_main:
+            return
+        save_checkpoint(
+            self.out / CHECKPOINT_DIR / CHECKPOINT_NAME, self.pos, self.cfg.to_toml(),
+            _cpu_state(self.net), None if self.teacher is None else _cpu_state(self.teacher),
+            None if self.optimizer is None else self.optimizer.state_dict(),
+            None if self.scheduler is None else self.scheduler.state_dict(),
+            torch.get_rng_state(),
+        )
+        self.last_checkpoint = time.monotonic()
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Train a supernet into run folder `out` (or continue it with `resume`). Returns the summary.
+
+    Works single-process and under torchrun (one process per rank; only rank 0 writes files)."""
+    out = Path(out)
+    ctx = DistContext.from_env(cfg.runtime.device)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return _train(cfg, out, resume, ctx)
+    finally:
+        ctx.close()
+
+
+def _train(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext) -> dict[str, Any]:
+    ckpt_path = out / CHECKPOINT_DIR / CHECKPOINT_NAME
+    state = _check_out_dir(cfg, out, resume, ckpt_path)
+    if cfg.train.batch_size < ctx.world_size:
+        raise UserInputError(f"train.batch_size = {cfg.train.batch_size} is smaller than the {ctx.world_size} "
+                             f"processes; each needs at least one image per step")
+    space = get_space(cfg.model.space, phi=cfg.model.phi, sampling=cfg.model.sampling)  # type: ignore[arg-type]
+    data = load_dataset(cfg.data.source, image_size=max(space.resolutions), seed=cfg.data.split_seed,
+                        on_bad_image=cfg.data.on_bad_image)  # type: ignore[arg-type]
+    if ctx.is_main and data.skipped_files:
+        print(f"skipped {len(data.skipped_files)} unreadable image(s): {', '.join(data.skipped_files)}",
+              file=sys.stderr)
+    torch.manual_seed(derive_seed(cfg.train.seed, "init"))
+    net = Supernet(space, data.num_classes, dropout=cfg.model.dropout)
+    trainer = Trainer(cfg=cfg, out=out, ctx=ctx, data=data, space=space, net=net, pos=Position())
+    if state is not None:
+        net.load_state_dict(state["model"])
+        trainer.pos = state["position"]
+        if state.get("teacher") is not None:
+            trainer.teacher = Supernet(space, data.num_classes, dropout=cfg.model.dropout)
+            trainer.teacher.load_state_dict(state["teacher"])
+            trainer.teacher = _frozen_copy(trainer.teacher)
+    _to_device(trainer, net)
+    ctx.broadcast_state(net)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / CONFIG_FILE, cfg.to_toml())
+        write_data_json(out / DATA_FILE, data.describe(), cfg.data.on_bad_image)
+        _trim_metrics(out / METRICS_FILE, trainer.global_epoch(trainer.pos.phase, trainer.pos.epoch))
+    trainer.last_checkpoint = time.monotonic()
+    session_start = time.monotonic()
+    elapsed_base = trainer.pos.elapsed_seconds
+    net.train()
+    for phase in range(trainer.pos.phase, len(PHASE_ORDER)):
+        name = PHASE_ORDER[phase]
+        epochs = cfg.phases[name].epochs
+        if epochs == 0:
+            trainer.pos = Position(phase=phase + 1, global_step=trainer.pos.global_step,
+                                   train_seconds=trainer.pos.train_seconds, elapsed_seconds=trainer.pos.elapsed_seconds)
+            continue
+        fresh = trainer.pos.at_phase_start
+        trainer.start_phase(phase, None if fresh else state)
+        if not fresh:
+            _to_device(trainer, net)  # optimizer state loaded on CPU
+        state = None
+        for epoch in range(trainer.pos.epoch, epochs):
+            _run_epoch(trainer, name, epoch, epochs, session_start, elapsed_base)
+            ctx.broadcast_buffers(net)
+            pos = trainer.pos
+            metrics = {"phase": name, "epoch": epoch + 1, "epochs": epochs,
+                       "global_epoch": trainer.global_epoch(phase, epoch) + 1, "step": pos.global_step}
+            loss_sum, count, images = ctx.all_sum([pos.loss_sum, float(pos.loss_count), float(pos.images)])
+            if ctx.is_main:
+                metrics.update({"loss": round(loss_sum / max(1.0, count), 5),
+                                "lr": trainer.optimizer.param_groups[0]["lr"] if trainer.optimizer else 0.0,
+                                "images_per_s": round(images / max(1e-9, pos.epoch_seconds), 1)})
+                metrics.update(trainer.evaluate())
+            last = epoch + 1 == epochs
+            trainer.pos = Position(
+                phase=phase + 1 if last else phase, epoch=0 if last else epoch + 1, step=0,
+                global_step=pos.global_step, train_seconds=pos.train_seconds,
+                elapsed_seconds=elapsed_base + time.monotonic() - session_start,
+            )
+            if ctx.is_main:
+                metrics["train_seconds"] = round(pos.train_seconds, 2)
+                metrics["elapsed_seconds"] = round(trainer.pos.elapsed_seconds, 2)
+                with (out / METRICS_FILE).open("a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                if cfg.runtime.progress:
+                    print(_metrics_line(metrics), file=sys.stderr)
+                trainer.checkpoint()
+                if last:
+                    save_supernet(_cpu_module(net), space, out / SUPERNET_FILE)
+            ctx.barrier()
+    summary = _summary(trainer, out)
+    if ctx.is_main:
+        save_supernet(_cpu_module(net), space, out / SUPERNET_FILE)
+        atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    ctx.barrier()
+    return summary
+
+
+def _run_epoch(trainer: Trainer, name: str, epoch: int, epochs: int, session_start: float,
+               elapsed_base: float) -> None:
+    from tqdm import tqdm
+
+    cfg, ctx = trainer.cfg, trainer.ctx
+    steps = trainer.steps_per_epoch()
+    bar = tqdm(total=steps, initial=trainer.pos.step, desc=f"{name} {epoch + 1}/{epochs}", unit="step",
+               disable=not (ctx.is_main and cfg.runtime.progress), leave=False, file=sys.stderr, dynamic_ncols=True)
+    try:
+        while trainer.pos.step < steps:
+            t0 = time.monotonic()
+            loss, n = trainer.train_step(name)
+            dt = time.monotonic() - t0
+            p = trainer.pos
+            p.step += 1
+            p.global_step += 1
+            p.loss_sum += loss
+            p.loss_count += 1
+            p.images += n
+            p.epoch_seconds += dt
+            p.train_seconds += dt
+            bar.update(1)
+            bar.set_postfix(loss=f"{p.loss_sum / p.loss_count:.3f}",
+                            img_s=f"{p.images * ctx.world_size / max(p.epoch_seconds, 1e-9):.0f}")
+            due = time.monotonic() - trainer.last_checkpoint >= cfg.runtime.checkpoint_interval_s
+            if due and p.step < steps:
+                p.elapsed_seconds = elapsed_base + time.monotonic() - session_start
+                trainer.checkpoint()
+    finally:
+        bar.close()
+
+
+def _check_out_dir(cfg: TrainConfig, out: Path, resume: bool, ckpt_path: Path) -> dict[str, Any] | None:
+    """A new run needs an empty/absent folder; a resume needs a matching config. Returns the checkpoint."""
+    import tomllib
+
+    if not resume:
+        if (out / CONFIG_FILE).exists() or (out / SUPERNET_FILE).exists() or ckpt_path.exists():
+            raise UserInputError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+        return None
+    cfg_file = out / CONFIG_FILE
+    if not cfg_file.is_file():
+        raise UserInputError(f"{cfg_file}: missing; nothing to resume (start without --resume)")
+    try:
+        stored = config_from_dict(tomllib.loads(cfg_file.read_text()), origin=str(cfg_file))
+    except tomllib.TOMLDecodeError as exc:
+        raise UserInputError(f"{cfg_file}: not valid TOML ({exc})") from None
+    diff = first_incompatible_key(stored, cfg)
+    if diff is not None:
+        key, was, now = diff
+        raise UserInputError(f"{cfg_file}: cannot resume with a different config: {key} was {was!r}, "
+                             f"now {now!r} (change it back or train into a new --out)")
+    if not ckpt_path.exists():
+        if (out / SUPERNET_FILE).exists():
+            raise UserInputError(f"{ckpt_path}: missing, but the run has a supernet.pt; it already finished?")
+        return None  # killed before the first checkpoint: start over in the same folder
+    blob = load_checkpoint(ckpt_path)
+    return blob
+
+
+def _trim_metrics(path: Path, keep_below: int) -> None:
+    """Drop metrics lines of epochs at/after the resume point (written after the last checkpoint)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("global_epoch", 0) <= keep_below:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by the kill
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+def _summary(trainer: Trainer, out: Path) -> dict[str, Any]:
+    metrics = []
+    if (out / METRICS_FILE).exists():
+        metrics = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines() if line.strip()]
+    final = metrics[-1] if metrics else {}
+    return {
+        "run": str(out),
+        "phases": {p: trainer.cfg.phases[p].epochs for p in PHASE_ORDER},
+        "epochs": len(metrics),
+        "steps": trainer.pos.global_step,
+        "train_seconds": round(trainer.pos.train_seconds, 2),
+        "elapsed_seconds": round(trainer.pos.elapsed_seconds, 2),
+        "world_size": trainer.ctx.world_size,
+        "device": str(trainer.ctx.device),
+        "acc_max": final.get("acc_max"),
+        "acc_min": final.get("acc_min"),
+        "largest": trainer.space.largest().to_dict(),
+        "smallest": trainer.space.smallest().to_dict(),
+    }
+
+
+def _metrics_line(m: dict[str, Any]) -> str:
+    return (f"[{m['phase']} {m['epoch']}/{m['epochs']}] loss {m.get('loss', 0):.4f}  "
+            f"acc max {m.get('acc_max', 0) * 100:.2f}%  min {m.get('acc_min', 0) * 100:.2f}%  "
+            f"{m.get('images_per_s', 0):.0f} img/s  {m.get('elapsed_seconds', 0):.0f}s")
+
+
+# ----- small pure helpers -------------------------------------------------------------------------
+def _cosine(total: int, warmup: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return factor
+
+
+def _kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Soft-target distillation: T^2 * KL(softmax(teacher/T) || softmax(student/T))."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean",
+                    log_target=True) * (t * t)
+
+
+def _random_shift(images: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to `shift` pixels (zero fill): cheap augmentation for small inputs."""
+    n, _, h, w = images.shape
+    padded = F.pad(images, (shift, shift, shift, shift))
+    offsets = torch.randint(0, 2 * shift + 1, (n, 2), generator=gen).tolist()
+    return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
+
+
+def _frozen_copy(net: Supernet) -> Supernet:
+    teacher = copy.deepcopy(net)
+    teacher.set_active(teacher.space.largest())
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def _cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", memory_format=torch.contiguous_format).clone()
+            if v.ndim == 4 else v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+
+def _cpu_module(net: Supernet) -> Supernet:
+    """A CPU, contiguous-format copy for saving (the live net may be channels_last or on CUDA)."""
+    clone = copy.deepcopy(net).to("cpu", memory_format=torch.contiguous_format)
+    clone.set_active(clone.space.largest())
+    return clone
+
+
+def _to_device(trainer: Trainer, net: Supernet) -> None:
+    fmt = torch.channels_last if trainer.ctx.device.type == "cpu" else torch.preserve_format
+    net.to(trainer.ctx.device, memory_format=fmt)
+    if trainer.teacher is not None:
+        trainer.teacher.to(trainer.ctx.device, memory_format=fmt)
+    if trainer.optimizer is not None:
+        for st in trainer.optimizer.state.values():
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor) and v.device != trainer.ctx.device:
+                    st[k] = v.to(trainer.ctx.device)
+
+
+def arch_from_option(space: SearchSpace, value: str) -> ArchConfig:
+    """`max` | `min` | path to an arch JSON -> a validated ArchConfig (UserInputError otherwise)."""
+    if value == "max":
+        return space.largest()
+    if value == "min":
+        return space.smallest()
+    try:
+        arch = ArchConfig.load(value)
+        space.validate(arch)
+    except ValueError as exc:
+        raise UserInputError(f"--arch: {exc} (allowed: max, min, or an arch JSON file)") from None
+    return arch
+
+
+__all__ = ["Trainer", "arch_from_option", "train"]
