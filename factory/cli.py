@@ -10,9 +10,11 @@ import sys
 
 import click
 
+from factory.commands.eval import eval_command
 from factory.commands.predictor import predictor
 from factory.commands.search import search
 from factory.commands.space import space
+from factory.commands.train import train
 from factory.errors import FactoryError
 
 
@@ -34,6 +36,8 @@ def cli() -> None:
 cli.add_command(space)
 cli.add_command(predictor)
 cli.add_command(search)
+cli.add_command(train)
+cli.add_command(eval_command)
 
 
 def main() -> None:
