@@ -1,0 +1,103 @@
+"""`factory predictor fit` and `factory search` on a trained tiny run with a real ONNX Runtime latency
+table: the verified pick meets the budgets when measured, files are written, an infeasible target
+exits 3 quickly naming the closest candidate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+PROFILE = """
+name = "{name}"
+description = "test target"
+runtime = "onnxruntime"
+precision = "fp32"
+threads = 1
+[constraints]
+{constraints}
+"""
+
+
+def _factory(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "factory", *args], capture_output=True, text=True,
+                          timeout=timeout, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+
+
+def _profile(tmp: Path, name: str, constraints: str) -> Path:
+    path = tmp / f"{name}.toml"
+    path.write_text(PROFILE.format(name=name, constraints=constraints))
+    return path
+
+
+@pytest.fixture(scope="module")
+def searchable_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A copy of tiny_run with a real latency table (24 timed sub-networks) and a fitted predictor."""
+    from factory.run import load_run
+    from targets.latency import build_latency_table, table_path
+    from targets.profile import load_profile
+
+    tmp = tmp_path_factory.mktemp("search")
+    run_dir = tmp / "run"
+    shutil.copytree(tiny_run, run_dir)
+    prof_path = _profile(tmp, "unit-onnx", "latency_p50_ms = 5.0\nsize_mb = 5.0")
+    run = load_run(run_dir)
+    build_latency_table(run.space, run.num_classes, load_profile(prof_path),
+                        table_path(run_dir, "unit-onnx"), progress=False, samples=24)
+    fit = _factory("predictor", "fit", "--run", str(run_dir), "--samples", "30", "--holdout", "8",
+                   "--val-images", "200", "--json")
+    assert fit.returncode == 0, fit.stderr
+    report = json.loads(fit.stdout)
+    assert report["samples"] == 30 and report["holdout"] == 8
+    assert -1.0 <= report["holdout_spearman"] <= 1.0
+    assert len((run_dir / "predictor_samples.jsonl").read_text().splitlines()) == 30
+    assert (run_dir / "predictor.pt").is_file()
+    return run_dir, prof_path
+
+
+def test_search_cli_verified_pick_meets_budgets(searchable_run: tuple[Path, Path]) -> None:
+    run_dir, prof = searchable_run
+    res = _factory("search", "--run", str(run_dir), "--target", str(prof), "--population", "24",
+                   "--generations", "6", "--verify-top", "2", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    chosen = out["chosen"]
+    assert chosen["feasible"] and chosen["measured_passes"]
+    assert chosen["measured"]["latency_p50_ms"] <= 5.0 and chosen["measured"]["size_mb"] <= 5.0
+    assert 0.0 <= chosen["measured"]["accuracy"] <= 1.0
+    assert 1 <= len(out["checked"]) <= 2 * 3
+    assert out["pareto"] and all("arch" in c and "predicted" in c for c in out["pareto"])
+    files = run_dir / "search" / "unit-onnx"
+    saved = json.loads((files / "pareto.json").read_text())
+    assert saved["chosen"]["arch"] == chosen["arch"]
+    assert (files / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_infeasible_target_exits_3_quickly_naming_the_closest(searchable_run: tuple[Path, Path]) -> None:
+    run_dir, _ = searchable_run
+    from factory.run import load_run
+    from targets.latency import load_latency_model
+    from targets.profile import load_profile
+
+    tmp = run_dir.parent
+    shutil.copy(run_dir / "latency" / "unit-onnx.json", run_dir / "latency" / "unit-tight.json")
+    prof = _profile(tmp, "unit-tight", "latency_p50_ms = 0.001\nmin_accuracy = 0.999")
+    run = load_run(run_dir)
+    fastest = load_latency_model(run_dir, load_profile(prof), space=run.space).predict(run.space.smallest())
+    t0 = time.perf_counter()
+    res = _factory("search", "--run", str(run_dir), "--target", str(prof), timeout=60)
+    assert time.perf_counter() - t0 < 30
+    assert res.returncode == 3, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "infeasible" in res.stderr and "Closest candidate: r" in res.stderr
+    assert "latency_p50_ms" in res.stderr and "min_accuracy" in res.stderr
+    saved = json.loads((run_dir / "search" / "unit-tight" / "pareto.json").read_text())
+    assert saved["chosen"] is None
+    assert saved["closest"]["misses"]["latency_p50_ms"]["excess"] >= fastest - 0.001 - 1e-6
