@@ -14,6 +14,7 @@ from factory.commands.eval import eval_command
 from factory.commands.predictor import predictor
 from factory.commands.search import search
 from factory.commands.space import space
+from factory.commands.targets import targets
 from factory.commands.train import train
 from factory.errors import FactoryError
 
@@ -34,6 +35,7 @@ def cli() -> None:
 
 
 cli.add_command(space)
+cli.add_command(targets)
 cli.add_command(predictor)
 cli.add_command(search)
 cli.add_command(train)

@@ -1,0 +1,158 @@
+"""Per-block descriptors of a space, computed from its spec alone (no torch).
+
+One block is keyed by (stage, first-in-stage, kernel, expand, input resolution): those five values
+fix its channels, stride and feature-map sizes, hence its work. The latency table and the size model
+are linear in the feature vectors defined here, so a sub-network's prediction is a sum of per-block
+table entries plus a per-resolution fixed part (stem + first block + head + per-call overhead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from supernets.arch import ArchConfig
+from supernets.space import SearchSpace, hidden_channels, se_mid_channels
+
+BlockKey = tuple[int, bool, int, int, int]  # (stage, first, kernel, expand, resolution)
+
+
+def _out(size: int, stride: int) -> int:
+    return (size - 1) // stride + 1
+
+
+@dataclass(frozen=True)
+class BlockShape:
+    """What one MBConv computes: channels, feature-map sizes (in/out), stride, SE."""
+
+    in_channels: int
+    out_channels: int
+    hidden: int
+    kernel: int
+    stride: int
+    hw_in: int
+    hw_out: int
+    use_se: bool
+
+    @property
+    def pointwise_macs(self) -> int:
+        return self.in_channels * self.hidden * self.hw_in**2 + self.hidden * self.out_channels * self.hw_out**2
+
+    @property
+    def depthwise_macs(self) -> int:
+        return self.hidden * self.kernel**2 * self.hw_out**2
+
+    @property
+    def hidden_elements(self) -> int:
+        """Elements of the two hidden tensors: elementwise ops (activations, SE scaling) scale with it."""
+        return self.hidden * (self.hw_in**2 + self.hw_out**2)
+
+    @property
+    def weights(self) -> int:
+        """Stored weights once BN is folded into the convolutions (what an exported file holds)."""
+        w = self.in_channels * self.hidden + self.hidden * self.kernel**2 + self.hidden * self.out_channels
+        if self.use_se:
+            w += 2 * self.hidden * se_mid_channels(self.hidden)
+        return w
+
+    @property
+    def channels(self) -> int:
+        """Bias / scale entries: one per output channel of every conv (BN folded into a bias)."""
+        c = 2 * self.hidden + self.out_channels
+        if self.use_se:
+            c += se_mid_channels(self.hidden) + self.hidden
+        return c
+
+    @property
+    def layers(self) -> int:
+        """Weighted layers (per-tensor overhead in the file: names, shapes, quantization params)."""
+        return 3 + (2 if self.use_se else 0)
+
+
+@lru_cache(maxsize=32)
+def block_shapes(space: SearchSpace) -> dict[BlockKey, BlockShape]:
+    """Every (stage, first, kernel, expand, resolution) block of `space` with its shape."""
+    spec = space.spec
+    shapes: dict[BlockKey, BlockShape] = {}
+    for res in spec.resolutions:
+        hw = _out(res, spec.stem_stride)
+        in_ch = spec.first_block_channels
+        for st, stage in enumerate(spec.stages):
+            hw_out = _out(hw, stage.stride)
+            for first in (True, False):
+                cin = in_ch if first else stage.out_channels
+                stride = stage.stride if first else 1
+                bhw = hw if first else hw_out
+                for k in stage.kernel_choices:
+                    for e in stage.expand_choices:
+                        shapes[(st, first, k, e, res)] = BlockShape(
+                            cin, stage.out_channels, hidden_channels(cin, e), k, stride, bhw, hw_out, stage.use_se)
+            hw = hw_out
+            in_ch = stage.out_channels
+    return shapes
+
+
+def block_keys(space: SearchSpace, arch: ArchConfig) -> list[BlockKey]:
+    """Keys of the blocks `arch` runs, in order."""
+    return [(st, pos == 0, k, e, arch.resolution) for st, pos, k, e in space.active_blocks(arch)]
+
+
+# ----- latency features ------------------------------------------------------------------------------
+def latency_feature_names(space: SearchSpace) -> list[str]:
+    """Columns of the latency design matrix (see `latency_block_features`)."""
+    kernels = sorted({k for s in space.stages for k in s.kernel_choices})
+    return ([f"fixed_res{r}" for r in space.resolutions]
+            + [f"blocks_stage{s}" for s in range(len(space.stages))]
+            + ["first_blocks", "pointwise_mmacs"]
+            + [f"depthwise_k{k}_mmacs" for k in kernels]
+            + ["hidden_kelements"])
+
+
+def latency_block_features(space: SearchSpace, key: BlockKey) -> np.ndarray:
+    """Feature vector of one block: per-stage op overhead, stride-2 first block, pointwise work,
+    depthwise work per kernel size (runtimes differ most here), elementwise traffic."""
+    names = latency_feature_names(space)
+    shape = block_shapes(space)[key]
+    st, first, k, _, _ = key
+    f = np.zeros(len(names))
+    f[names.index(f"blocks_stage{st}")] = 1.0
+    f[names.index("first_blocks")] = float(first)
+    f[names.index("pointwise_mmacs")] = shape.pointwise_macs / 1e6
+    f[names.index(f"depthwise_k{k}_mmacs")] = shape.depthwise_macs / 1e6
+    f[names.index("hidden_kelements")] = shape.hidden_elements / 1e3
+    return f
+
+
+def latency_fixed_features(space: SearchSpace, resolution: int) -> np.ndarray:
+    names = latency_feature_names(space)
+    f = np.zeros(len(names))
+    f[names.index(f"fixed_res{resolution}")] = 1.0
+    return f
+
+
+def latency_design(space: SearchSpace, arch: ArchConfig) -> np.ndarray:
+    """Row of the latency design matrix for one sub-network: fixed part + sum of its blocks."""
+    row = latency_fixed_features(space, arch.resolution)
+    for key in block_keys(space, arch):
+        row = row + latency_block_features(space, key)
+    return row
+
+
+# ----- size features ---------------------------------------------------------------------------------
+SIZE_FEATURES = ("weights", "channels", "layers", "constant")
+
+
+def size_block_features(shape: BlockShape) -> np.ndarray:
+    return np.array([shape.weights, shape.channels, shape.layers, 0.0], dtype=float)
+
+
+def size_design(space: SearchSpace, arch: ArchConfig) -> np.ndarray:
+    """Row of the size design matrix: the blocks' weights / channels / layers plus a constant (the
+    stem, first block and head do not depend on the sub-network; the constant absorbs them)."""
+    shapes = block_shapes(space)
+    row = np.array([0.0, 0.0, 0.0, 1.0])
+    for key in block_keys(space, arch):
+        row = row + size_block_features(shapes[key])
+    return row

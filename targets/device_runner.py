@@ -1,0 +1,195 @@
+"""Stand-alone latency runner: times model files on one runtime. Needs only numpy + the runtime.
+
+This file is copied verbatim into every probe bundle (`factory targets probe`) and is also what
+`factory targets measure` and `targets.measure.measure_file` use on this machine, so a table measured
+here and a table measured on a device come from the same timing method:
+
+* every model gets a random input of its own input shape and dtype (float32, or int8/uint8 for
+  fully-quantized TFLite) -- latency does not depend on the values;
+* `warmup` untimed runs per model per round (first-run allocation, caches, thread-pool spin-up);
+* `repeats` timed runs per model per round with `time.perf_counter_ns`, giving a round median and
+  a round p95;
+* the models are interleaved: each of `rounds` rounds visits every model once, in a freshly
+  shuffled order (seeded), so a burst of load from another tenant (which can shift a whole batch of
+  runs by 40%) hits all models alike instead of biasing whichever model happened to run then;
+* the reported p50 is the median over rounds of the round medians, the reported p95 the median over
+  rounds of the round p95s (robust to one disturbed round).
+
+Usage on the device (inside the unpacked bundle):
+
+    python runner.py                 # reads manifest.json next to it, writes RESULTS.json
+    python runner.py --rounds 9 --repeats 100 --out /tmp/RESULTS.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+RESULTS_SCHEMA = 1
+DEFAULT_WARMUP = 10
+DEFAULT_REPEATS = 50
+DEFAULT_ROUNDS = 7
+
+
+def cpu_model() -> str:
+    """The CPU model name (Linux /proc/cpuinfo; else platform.processor())."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "processor\t: arm")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def runtime_version(runtime: str) -> str:
+    """Version string of the runtime package that loads the models."""
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        return f"onnxruntime {onnxruntime.__version__}"
+    if runtime == "openvino":
+        import openvino
+
+        return f"openvino {openvino.get_version()}"
+    if runtime == "tflite":
+        try:
+            import ai_edge_litert
+
+            return f"ai-edge-litert {getattr(ai_edge_litert, '__version__', 'unknown')}"
+        except ImportError:
+            import tflite_runtime  # type: ignore[import-not-found]
+
+            return f"tflite_runtime {tflite_runtime.__version__}"
+    raise ValueError(f"runtime: {runtime!r} is not allowed; allowed: onnxruntime, openvino, tflite")
+
+
+def _random_input(shape: Sequence[int], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+    shape = [int(d) if isinstance(d, int | np.integer) and int(d) > 0 else 1 for d in shape]
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def load_runner(path: Path, runtime: str, threads: int, rng: np.random.Generator) -> Callable[[], object]:
+    """A zero-argument callable running one inference of `path` on a fixed random input."""
+    path = Path(path)
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        dtype = np.float32 if "float" in inp.type else np.int8
+        feed = {inp.name: _random_input(inp.shape, np.dtype(dtype), rng)}
+        return lambda: sess.run(None, feed)
+    if runtime == "openvino":
+        import openvino as ov
+
+        core = ov.Core()
+        compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                         "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+        port = compiled.input(0)
+        x = _random_input(list(port.get_partial_shape().to_shape()), np.dtype(np.float32), rng)
+        request = compiled.create_infer_request()
+        return lambda: request.infer({0: x})
+    if runtime == "tflite":
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found,no-redef]
+        interp = Interpreter(model_path=str(path), num_threads=threads)
+        interp.allocate_tensors()
+        detail = interp.get_input_details()[0]
+        interp.set_tensor(detail["index"], _random_input(detail["shape"], np.dtype(detail["dtype"]), rng))
+        return interp.invoke
+    raise ValueError(f"runtime: {runtime!r} is not allowed; allowed: onnxruntime, openvino, tflite")
+
+
+def time_interleaved(runners: Sequence[Callable[[], object]], *, warmup: int = DEFAULT_WARMUP,
+                     repeats: int = DEFAULT_REPEATS, rounds: int = DEFAULT_ROUNDS, seed: int = 0,
+                     progress: Callable[[int], None] | None = None) -> list[tuple[float, float]]:
+    """(p50_ms, p95_ms) per runner: median over shuffled rounds of each round's median / p95."""
+    rng = random.Random(seed)
+    medians: list[list[float]] = [[] for _ in runners]
+    p95s: list[list[float]] = [[] for _ in runners]
+    order = list(range(len(runners)))
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for i in order:
+            run = runners[i]
+            for _ in range(warmup):
+                run()
+            samples = np.empty(repeats)
+            for r in range(repeats):
+                start = time.perf_counter_ns()
+                run()
+                samples[r] = time.perf_counter_ns() - start
+            medians[i].append(float(np.median(samples)) / 1e6)
+            p95s[i].append(float(np.percentile(samples, 95)) / 1e6)
+        if progress is not None:
+            progress(1)
+    return [(float(np.median(m)), float(np.median(p))) for m, p in zip(medians, p95s, strict=True)]
+
+
+def run_bundle(bundle: Path, out: Path, *, warmup: int, repeats: int, rounds: int, seed: int = 0) -> dict:
+    """Time every model listed in bundle/manifest.json; write and return the results document."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    runtime, threads = manifest["runtime"], int(manifest["threads"])
+    rng = np.random.default_rng(seed)
+    runners = [load_runner(bundle / m["file"], runtime, threads, rng) for m in manifest["models"]]
+    timings = time_interleaved(runners, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed)
+    results = {
+        "schema": RESULTS_SCHEMA,
+        "target": manifest["target"],
+        "runtime": runtime,
+        "precision": manifest["precision"],
+        "threads": threads,
+        "device": {"cpu_model": cpu_model(), "machine": platform.machine(), "system": platform.system(),
+                   "cpu_count": os.cpu_count(), "python": platform.python_version(),
+                   "runtime_version": runtime_version(runtime)},
+        "timing": {"warmup": warmup, "repeats": repeats, "rounds": rounds, "seed": seed,
+                   "method": "interleaved shuffled rounds; median of round medians / of round p95s"},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "manifest": manifest,
+        "models": [{"id": m["id"], "p50_ms": p50, "p95_ms": p95}
+                   for m, (p50, p95) in zip(manifest["models"], timings, strict=True)],
+    }
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Time the probe models of this bundle; write RESULTS.json.")
+    parser.add_argument("--bundle", type=Path, default=Path(__file__).resolve().parent,
+                        help="bundle folder holding manifest.json (default: this script's folder)")
+    parser.add_argument("--out", type=Path, default=None, help="results file (default: BUNDLE/RESULTS.json)")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    out = args.out or args.bundle / "RESULTS.json"
+    run_bundle(args.bundle, out, warmup=args.warmup, repeats=args.repeats, rounds=args.rounds, seed=args.seed)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

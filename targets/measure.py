@@ -1,0 +1,91 @@
+"""Timing real exported files on this machine, with the one timing method of `device_runner`.
+
+See `targets.device_runner` for the method (warm-up, repeats, interleaved shuffled rounds, median of
+round medians / round p95s). Everything here calls that code, so a number measured by
+`measure_file`, by `factory targets measure` and by a probe bundle on a device mean the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from supernets.space import SearchSpace
+from targets import device_runner
+from targets.profile import TargetProfile
+
+if TYPE_CHECKING:
+    from targets.table import LatencyTable
+
+_SUFFIX_RUNTIME = {".onnx": "onnxruntime", ".tflite": "tflite", ".xml": "openvino"}
+
+
+def runtime_for_file(path: Path) -> str:
+    """The runtime that loads `path`, from its suffix (.onnx, .tflite, OpenVINO .xml)."""
+    suffix = Path(path).suffix
+    if suffix not in _SUFFIX_RUNTIME:
+        raise ValueError(f"{path}: unknown model file type {suffix!r}; allowed: {', '.join(_SUFFIX_RUNTIME)}")
+    return _SUFFIX_RUNTIME[suffix]
+
+
+def measure_files(paths: Sequence[Path], threads: int = 1, *, runtime: str | None = None,
+                  warmup: int = device_runner.DEFAULT_WARMUP, repeats: int = device_runner.DEFAULT_REPEATS,
+                  rounds: int = device_runner.DEFAULT_ROUNDS, seed: int = 0,
+                  progress: bool = False) -> list[tuple[float, float]]:
+    """(p50_ms, p95_ms) of each model file, timed interleaved (the fair way to compare them)."""
+    from tqdm import tqdm
+
+    if threads < 1:
+        raise ValueError(f"threads: {threads} is not allowed; expected an integer >= 1")
+    rng = np.random.default_rng(seed)
+    runners = [device_runner.load_runner(Path(p), runtime or runtime_for_file(p), threads, rng) for p in paths]
+    with tqdm(total=rounds, desc="timing", unit="round", disable=not progress) as bar:
+        return device_runner.time_interleaved(runners, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed,
+                                              progress=bar.update)
+
+
+def measure_file(path: Path, threads: int = 1, *, warmup: int = device_runner.DEFAULT_WARMUP,
+                 repeats: int = 100, rounds: int = 5, seed: int = 0) -> tuple[float, float]:
+    """(p50_ms, p95_ms) of one exported model file (.onnx, .tflite, OpenVINO .xml) on this machine."""
+    return measure_files([path], threads, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed)[0]
+
+
+def local_machine(runtime: str) -> dict[str, str]:
+    """What a table measured here must match to be used here: CPU model and runtime version."""
+    return {"cpu_model": device_runner.cpu_model(), "runtime_version": device_runner.runtime_version(runtime)}
+
+
+def measure_table(profile: TargetProfile, space: SearchSpace, num_classes: int, *, samples: int | None = None,
+                  seed: int = 0, progress: bool = True, rounds: int = device_runner.DEFAULT_ROUNDS,
+                  repeats: int = device_runner.DEFAULT_REPEATS) -> LatencyTable:
+    """Export the probe models into a temp folder, time them here, and fit the table."""
+    from supernets.arch import ArchConfig
+    from targets.probe import DEFAULT_SAMPLES, write_probe_bundle
+    from targets.table import Measurement, fit_table
+
+    samples = samples or DEFAULT_SAMPLES[profile.runtime]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"probe-{profile.name}-") as tmp:
+        bundle = Path(tmp) / "bundle"
+        manifest_path = write_probe_bundle(profile, space, num_classes, bundle, samples=samples, seed=seed,
+                                           progress=progress)
+        manifest = json.loads(manifest_path.read_text())
+        files = [bundle / m["file"] for m in manifest["models"]]
+        timings = measure_files(files, profile.threads, runtime=profile.runtime, rounds=rounds, repeats=repeats,
+                                seed=seed, progress=progress)
+    measurements = [Measurement(ArchConfig.from_dict(m["arch"]), p50, p95, int(m["size_bytes"]))
+                    for m, (p50, p95) in zip(manifest["models"], timings, strict=True)]
+    method = {"kind": "end-to-end fit", "source": "measure", "samples": samples, "seed": seed,
+              "timing": {"warmup": device_runner.DEFAULT_WARMUP, "repeats": repeats, "rounds": rounds,
+                         "method": "interleaved shuffled rounds; median of round medians / of round p95s"},
+              "wall_seconds": round(time.perf_counter() - start, 1),
+              "description": "sampled sub-networks timed end to end here; per-block entries from a "
+                             "non-negative relative-error least-squares fit over per-block features"}
+    return fit_table(space, num_classes, profile, measurements, machine=local_machine(profile.runtime),
+                     date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), method=method)

@@ -1,0 +1,183 @@
+"""Probe bundles: the sampled sub-networks of a target, exported in its format, plus a runner.
+
+A bundle is what a device needs to measure itself:
+
+    bundle/
+      manifest.json   # target settings, space, num_classes, one entry per model: id, file, arch, size_bytes
+      runner.py       # targets/device_runner.py copied verbatim: needs only numpy + the runtime
+      models/m000/model.onnx | model.tflite | openvino/model.xml+bin
+      README.txt
+
+`python runner.py` on the device writes RESULTS.json; `factory targets import NAME RESULTS.json
+--run RUN` fits the table from it (`import_results`). `factory targets measure` does the same three
+steps on this machine (write a bundle to a temp folder, run it in-process, fit), so local and remote
+tables come from the same models, the same timing code and the same fit.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from supernets.arch import ArchConfig
+from supernets.space import SearchSpace
+from targets.profile import TargetProfile
+from targets.size import exported_size_bytes
+from targets.table import LatencyTable, LatencyTableError, Measurement, fit_table, space_settings
+
+MANIFEST_SCHEMA = 1
+# Probe models per runtime: enough for the ~15-coefficient fit, few enough for the conversion cost
+# measured here (ONNX ~0.3 s, OpenVINO ~5 s, TFLite ~5-10 s per model on the loaded 2-core box).
+DEFAULT_SAMPLES = {"onnxruntime": 80, "openvino": 40, "tflite": 32}
+CALIBRATION_IMAGES = 8
+
+
+def sample_archs(space: SearchSpace, count: int, seed: int = 0) -> list[ArchConfig]:
+    """`count` distinct canonical sub-networks: the smallest, the largest, then uniform random ones.
+
+    The extremes anchor the fit at both ends of the latency range; random samples cover the rest.
+    """
+    if count < 2:
+        raise ValueError(f"samples: {count} is too few; need >= 2")
+    rng = random.Random(seed)
+    archs = [space.canonical(space.smallest()), space.canonical(space.largest())]
+    seen = set(archs)
+    while len(archs) < count:
+        arch = space.canonical(space.sample(rng))
+        if arch not in seen:
+            seen.add(arch)
+            archs.append(arch)
+    return archs
+
+
+@contextmanager
+def _seeded_torch(seed: int) -> Iterator[None]:
+    """Seed torch's global generator inside the block only (Supernet init draws from it)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _check_batch(profile: TargetProfile) -> None:
+    if profile.batch != 1:
+        raise ValueError(f"{profile.name}: batch = {profile.batch} cannot be measured yet; exported models take "
+                         f"batch 1 (set batch = 1)")
+
+
+def export_models(profile: TargetProfile, space: SearchSpace, num_classes: int, archs: list[ArchConfig],
+                  out_dir: Path, *, seed: int = 0, progress: bool = True, desc: str = "export") -> list[Path]:
+    """Export each sub-network of a randomly initialised supernet in the target's format/precision.
+
+    Latency and file size depend on the architecture, not on trained weights; int8 calibration
+    uses random normal images (fine for timing: the quantized graph is the same).
+    """
+    import torch
+    from tqdm import tqdm
+
+    from exports.convert import convert
+    from supernets.supernet import Supernet
+
+    _check_batch(profile)
+    torch_threads = torch.get_num_threads()
+    with _seeded_torch(seed):
+        net = Supernet(space, num_classes).eval()
+    rng = np.random.default_rng(seed)
+    paths = []
+    try:
+        torch.set_num_threads(1)
+        for i, arch in enumerate(tqdm(archs, desc=f"{desc} {profile.name} ({profile.format} {profile.precision})",
+                                      disable=not progress, unit="model")):
+            calib = None
+            if profile.precision == "int8":
+                calib = rng.standard_normal((CALIBRATION_IMAGES, space.spec.in_channels, arch.resolution,
+                                             arch.resolution)).astype(np.float32)
+            model = net.extract(arch).eval()
+            paths.append(convert(model, profile.format, profile.precision, out_dir / f"m{i:03d}",
+                                 resolution=arch.resolution, calibration=calib))
+    finally:
+        torch.set_num_threads(torch_threads)
+    return paths
+
+
+def write_probe_bundle(profile: TargetProfile, space: SearchSpace, num_classes: int, out_dir: Path, *,
+                       samples: int | None = None, seed: int = 0, progress: bool = True) -> Path:
+    """Write a self-contained probe bundle for `profile` into `out_dir`; returns the manifest path."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"--out: {out_dir} exists and is not empty; give a new folder")
+    archs = sample_archs(space, samples or DEFAULT_SAMPLES[profile.runtime], seed)
+    paths = export_models(profile, space, num_classes, archs, out_dir / "models", seed=seed, progress=progress)
+    models = [{"id": i, "file": str(p.relative_to(out_dir)), "arch": a.to_dict(), "size_bytes": exported_size_bytes(p)}
+              for i, (a, p) in enumerate(zip(archs, paths, strict=True))]
+    manifest = {
+        "schema": MANIFEST_SCHEMA,
+        "target": profile.name,
+        "runtime": profile.runtime,
+        "format": profile.format,
+        "precision": profile.precision,
+        "threads": profile.threads,
+        "batch": profile.batch,
+        "space": {**space_settings(space), "sampling": space.sampling},
+        "num_classes": num_classes,
+        "seed": seed,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "models": models,
+    }
+    shutil.copyfile(Path(__file__).with_name("device_runner.py"), out_dir / "runner.py")
+    (out_dir / "README.txt").write_text(
+        f"Latency probe for target {profile.name!r} ({profile.runtime}, {profile.precision}, "
+        f"{profile.threads} thread(s)).\n\nOn the device, with Python 3, numpy and {profile.runtime} installed:\n"
+        f"    python runner.py            # writes RESULTS.json next to it (a few minutes)\n"
+        f"Then, back on the machine with the run:\n"
+        f"    factory targets import {profile.name} RESULTS.json --run RUN\n"
+        f"Keep the device otherwise idle while it runs.\n")
+    path = out_dir / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=1))
+    return path
+
+
+def _check_results(profile: TargetProfile, results: dict[str, Any], origin: str) -> None:
+    for key in ("target", "runtime", "precision", "threads"):
+        want = profile.name if key == "target" else getattr(profile, key)
+        if results.get(key) != want:
+            raise LatencyTableError(f"{origin}: {key} is {results.get(key)!r} but target {profile.name!r} "
+                                    f"needs {want!r}; run the bundle made by `factory targets probe {profile.name}`")
+
+
+def import_results(profile: TargetProfile, results_path: Path, space: SearchSpace, num_classes: int) -> LatencyTable:
+    """Fit a latency table from a device's RESULTS.json (written by the bundle's runner)."""
+    results_path = Path(results_path)
+    try:
+        results = json.loads(results_path.read_text())
+        manifest = results["manifest"]
+        timings = {int(m["id"]): (float(m["p50_ms"]), float(m["p95_ms"])) for m in results["models"]}
+    except FileNotFoundError:
+        raise LatencyTableError(f"{results_path}: no such results file") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise LatencyTableError(f"{results_path}: not a runner RESULTS.json ({type(exc).__name__}: {exc})") from None
+    _check_results(profile, results, str(results_path))
+    run_space = space_settings(space)
+    bundle_space = {k: manifest["space"].get(k) for k in run_space}
+    if bundle_space != run_space or int(manifest["num_classes"]) != num_classes:
+        raise LatencyTableError(f"{results_path}: measured for space {bundle_space} with {manifest['num_classes']} "
+                                f"classes, but the run has space {run_space} with {num_classes} classes")
+    measurements = [Measurement(ArchConfig.from_dict(m["arch"]), *timings[int(m["id"])], int(m["size_bytes"]))
+                    for m in manifest["models"]]
+    device = results["device"]
+    machine = {"cpu_model": device["cpu_model"], "runtime_version": device["runtime_version"],
+               "python": device.get("python"), "machine": device.get("machine")}
+    method = {"kind": "end-to-end fit", "source": "import", "results_file": str(results_path),
+              "samples": len(measurements), "timing": results.get("timing", {}),
+              "description": "sampled sub-networks timed end to end on the device; per-block entries from a "
+                             "non-negative relative-error least-squares fit over per-block features"}
+    return fit_table(space, num_classes, profile, measurements, machine=machine, date=results["date"], method=method)
