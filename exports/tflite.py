@@ -8,6 +8,7 @@ client feeds the same normalised NHWC floats whatever the precision. TensorFlow 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from exports.keras_mirror import build_keras_model
 
 
 def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) -> Path:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the converter's C++ logs drown the progress lines
     import tensorflow as tf
 
     kmodel = build_keras_model(model, spec.resolution, spec.in_channels)

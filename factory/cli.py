@@ -11,6 +11,7 @@ import sys
 import click
 
 from factory.commands.eval import eval_command
+from factory.commands.export import export_command, verify_command
 from factory.commands.predictor import predictor
 from factory.commands.search import search
 from factory.commands.space import space
@@ -40,6 +41,8 @@ cli.add_command(predictor)
 cli.add_command(search)
 cli.add_command(train)
 cli.add_command(eval_command)
+cli.add_command(export_command)
+cli.add_command(verify_command)
 
 
 def main() -> None:

@@ -1,0 +1,241 @@
+"""Write a deployment package: model files + manifest.json + labels.txt + README.md + verification.npz.
+
+    <out>/ manifest.json · labels.txt · README.md · verification.npz
+           model.onnx | model.tflite | openvino/model.xml + model.bin
+
+Everything is written to a hidden temporary folder next to the destination, verified there, and only
+then renamed into place (`os.replace`), so a crash or a refused gate never leaves a half package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from exports import FORMATS, check_precision, get_format
+from exports.convert import convert
+from exports.modelcard import render_model_card
+from exports.verify import MANIFEST, VERIFICATION_FILE, VerificationSet, file_record, verify_package
+
+SCHEMA_VERSION = 1
+TOOL_PACKAGES = ("ofa-factory", "torch", "numpy", "onnx", "onnxruntime", "openvino", "nncf", "tensorflow",
+                 "ai-edge-litert")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a client does to an image before the model sees it (the manifest's `input`)."""
+
+    resolution: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    channels: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "resolution": self.resolution,
+            "channels": self.channels,
+            "color_order": "RGB",
+            "dtype": "float32",
+            "scale": 1 / 255,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize": "bilinear (antialiased) to resolution x resolution, no crop, aspect ratio not kept",
+            "formula": "x = (rgb_uint8 / 255 - mean) / std",
+            "layout": "per file: NCHW (1, C, r, r) or NHWC (1, r, r, C), see files[].layout",
+            "batch": 1,
+        }
+
+
+@dataclass(frozen=True)
+class PackageRequest:
+    """Everything a package is made from. Arrays are preprocessed (float32 NCHW, normalised).
+
+    `validation` is the set the gate and the accuracy figures use at export time (ideally the whole
+    validation split); the first `stored_images` of it are stored in the package for `factory verify`.
+    """
+
+    model: nn.Module
+    formats: tuple[str, ...]
+    precision: str
+    preprocessing: Preprocessing
+    labels: list[str]
+    validation: VerificationSet
+    calibration: np.ndarray | None = None
+    arch: dict[str, Any] | None = None
+    cost: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+    target: dict[str, Any] | None = None
+    threads: int = 1
+    latency_repeats: int = 200
+    stored_images: int = 200
+    name: str | None = None
+
+    def check(self) -> None:
+        if not self.formats:
+            raise ValueError(f"formats: none given; allowed: {list(FORMATS)}")
+        for fmt in self.formats:
+            get_format(fmt).check_precision(self.precision)
+        check_precision(self.precision)
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError(f"formats: duplicates in {list(self.formats)}")
+        if self.precision == "int8" and (self.calibration is None or len(self.calibration) == 0):
+            raise ValueError("int8 needs calibration data (the run's calibration split); none was given")
+        if self.validation.reference.shape[1] != len(self.labels):
+            raise ValueError(f"labels: {len(self.labels)} names but the model has "
+                             f"{self.validation.reference.shape[1]} outputs")
+
+
+def tool_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in TOOL_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _prepare_destination(out_dir: Path) -> None:
+    """Refuse to replace a folder that is not a package (never clobber unrelated files)."""
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
+        raise ValueError(f"out: {out_dir} exists and is not a package (no {MANIFEST}); choose an empty or new folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished temporary folder into place; an older package there is swapped out first."""
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old / "pkg")
+        try:
+            os.replace(tmp, out_dir)
+        except OSError:
+            os.replace(old / "pkg", out_dir)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def _file_entry(root: Path, fmt: str, precision: str, main: Path, resolution: int, channels: int) -> dict[str, Any]:
+    spec = FORMATS[fmt]
+    rel = main.relative_to(root).as_posix()
+    shape = [1, channels, resolution, resolution] if spec.layout == "NCHW" else [1, resolution, resolution, channels]
+    entry = {**file_record(root, rel), "format": fmt, "precision": precision, "layout": spec.layout,
+             "runtime": spec.runtime, "input_shape": shape, "input_dtype": "float32", "output": "logits (1, K)"}
+    entry["extra_files"] = [file_record(root, (main.parent / Path(x).name).relative_to(root).as_posix())
+                            for x in spec.extra_files]
+    return entry
+
+
+def _total_size(entry: dict[str, Any]) -> int:
+    return entry["size_bytes"] + sum(x["size_bytes"] for x in entry.get("extra_files", []))
+
+
+def _metadata(req: PackageRequest) -> dict[str, Any]:
+    """Manifest essentials embedded in the model files themselves (ONNX metadata_props, OpenVINO rt_info)."""
+    return {"labels": req.labels, "input": req.preprocessing.to_dict(), "arch": req.arch or {},
+            "schema_version": SCHEMA_VERSION}
+
+
+def write_package(req: PackageRequest, out_dir: Path, progress: Callable[[str], None] | None = None) -> Path:
+    """Convert, verify and publish a package at `out_dir`; returns `out_dir`.
+
+    Raises ValueError for bad requests (before any work) and exports.verify.VerificationFailed when the
+    gate refuses a file; in both cases nothing is left at `out_dir` (an older package there is kept).
+    """
+    req.check()
+    out_dir = Path(out_dir).absolute()
+    _prepare_destination(out_dir)
+    say = progress or (lambda _msg: None)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        _build(req, tmp, say)
+        _publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _build(req: PackageRequest, root: Path, say: Callable[[str], None]) -> None:
+    pre = req.preprocessing
+    files = []
+    for i, fmt in enumerate(req.formats, 1):
+        started = datetime.now(UTC)
+        main = convert(req.model, fmt, req.precision, root, resolution=pre.resolution, calibration=req.calibration,
+                       metadata=_metadata(req))
+        files.append(_file_entry(root, fmt, req.precision, main, pre.resolution, pre.channels))
+        seconds = (datetime.now(UTC) - started).total_seconds()
+        say(f"[{i}/{len(req.formats)}] {fmt} {req.precision}: {main.relative_to(root)} "
+            f"({_total_size(files[-1]) / 1e6:.2f} MB) in {seconds:.1f} s")
+    req.validation.head(req.stored_images).save(root / VERIFICATION_FILE)
+    (root / "labels.txt").write_text("".join(f"{name}\n" for name in req.labels))
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "name": req.name or root.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "arch": req.arch,
+        "input": pre.to_dict(),
+        "labels": list(req.labels),
+        "files": files,
+        "verification": {**file_record(root, VERIFICATION_FILE), "images": min(req.stored_images,
+                                                                               len(req.validation.labels)),
+                         "contents": "inputs (N,C,r,r) float32 preprocessed NCHW, labels (N,), "
+                                     "reference (N,K) PyTorch logits"},
+        "target": req.target,
+        "lineage": req.lineage,
+        "versions": tool_versions(),
+        "metrics": {"threads": req.threads},
+    }
+    _write_json(root / MANIFEST, manifest)
+    say(f"verifying {len(files)} file(s) on {len(req.validation.labels)} validation images "
+        f"(parity, accuracy, {req.latency_repeats} timed runs each, {req.threads} thread(s))")
+    budgets = (req.target or {}).get("constraints") or {}
+    report = verify_package(root, budgets=budgets, threads=req.threads, latency_repeats=req.latency_repeats,
+                            vset=req.validation)
+    manifest["metrics"] = _metrics(req, report)
+    _write_json(root / MANIFEST, manifest)
+    (root / "README.md").write_text(render_model_card(manifest))
+    for f in report["files"]:
+        say(f"verified {f['path']}: accuracy {f['accuracy']:.2%}, max |diff| {f['relative_diff']:.1e} x scale, "
+            f"agreement {f['top1_agreement']:.1%}, p50 {f['latency_p50_ms']:.3f} ms, p95 {f['latency_p95_ms']:.3f} ms")
+
+
+def _metrics(req: PackageRequest, report: dict[str, Any]) -> dict[str, Any]:
+    keep = ("accuracy", "top1_agreement", "max_abs_diff", "relative_diff", "latency_p50_ms", "latency_p95_ms",
+            "size_bytes")  # size_bytes: the model file plus its extra files (OpenVINO .bin)
+    return {
+        "validation_images": len(req.validation.labels),
+        "reference_accuracy": req.validation.reference_accuracy,
+        "threads": req.threads,
+        "latency_repeats": req.latency_repeats,
+        "latency_note": "batch 1, single inference, measured on the export machine (under whatever load it had)",
+        **{k: req.cost[k] for k in ("macs", "params", "peak_activation_bytes") if k in req.cost},
+        "files": {f["path"]: {k: f[k] for k in keep if k in f} for f in report["files"]},
+    }
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple | set):
+        return list(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

@@ -1,0 +1,219 @@
+"""The verification gate: a package's files compute what the PyTorch sub-network computes.
+
+Checks, per file: checksum (sha256 + size) against the manifest; the file loads and runs in its own
+runtime; parity with the PyTorch reference logits stored in the package (verification.npz):
+    fp32  max |logit diff| <= 1e-4 x logit scale (max |reference logit|)
+    fp16  max |logit diff| <= 1e-2 x logit scale
+    int8  top-1 agreement with the reference >= 98 % and accuracy drop <= 1 point vs the fp32 reference
+and, when budgets are given, the measured p50 / p95 latency and the file size against them.
+Every failure names the file and the figure; the report is plain JSON-able data either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exports.runtime import load_session, time_session
+
+MANIFEST = "manifest.json"
+VERIFICATION_FILE = "verification.npz"
+# relative logit budgets per precision (fraction of the logit scale)
+PARITY_TOLERANCE: dict[str, float] = {"fp32": 1e-4, "fp16": 1e-2}
+INT8_MIN_AGREEMENT = 0.98
+INT8_MAX_ACCURACY_DROP = 0.01
+BUDGET_KEYS: tuple[str, ...] = ("latency_p50_ms", "latency_p95_ms", "size_mb", "min_accuracy")
+
+
+class VerificationFailed(Exception):
+    """The gate refused a package. `report` holds every figure; the message names what failed."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class VerificationSet:
+    """Preprocessed validation images (N, C, r, r) float32 NCHW, labels (N,), PyTorch logits (N, K)."""
+
+    inputs: np.ndarray
+    labels: np.ndarray
+    reference: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.inputs)
+        if n == 0 or len(self.labels) != n or len(self.reference) != n:
+            raise ValueError(f"verification set: inputs/labels/reference lengths differ or are 0: "
+                             f"{len(self.inputs)}/{len(self.labels)}/{len(self.reference)}")
+
+    @property
+    def reference_accuracy(self) -> float:
+        return float((self.reference.argmax(1) == self.labels).mean())
+
+    def head(self, n: int) -> VerificationSet:
+        return VerificationSet(self.inputs[:n], self.labels[:n], self.reference[:n])
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, inputs=self.inputs.astype(np.float32), labels=self.labels.astype(np.int64),
+                            reference=self.reference.astype(np.float32))
+
+    @classmethod
+    def load(cls, path: Path) -> VerificationSet:
+        with np.load(path) as data:
+            return cls(data["inputs"], data["labels"], data["reference"])
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_record(root: Path, rel: str) -> dict[str, Any]:
+    """path, sha256, size_bytes of one package file (what the manifest stores and verify re-checks)."""
+    path = root / rel
+    return {"path": rel, "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
+
+
+def _checksum_problems(root: Path, record: dict[str, Any]) -> list[str]:
+    path = root / record["path"]
+    if not path.is_file():
+        return [f"{record['path']}: missing"]
+    problems = []
+    size = path.stat().st_size
+    if size != record["size_bytes"]:
+        problems.append(f"{record['path']}: size {size} bytes, manifest says {record['size_bytes']}")
+    digest = sha256_file(path)
+    if digest != record["sha256"]:
+        problems.append(f"{record['path']}: sha256 {digest[:12]}..., manifest says {record['sha256'][:12]}...")
+    return problems
+
+
+def parity_figures(logits: np.ndarray, vset: VerificationSet) -> dict[str, float]:
+    """How far a file's logits are from the reference, and its accuracy."""
+    scale = float(np.abs(vset.reference).max())
+    max_diff = float(np.abs(logits - vset.reference).max())
+    return {
+        "max_abs_diff": max_diff,
+        "logit_scale": scale,
+        "relative_diff": max_diff / scale if scale > 0 else float("inf"),
+        "top1_agreement": float((logits.argmax(1) == vset.reference.argmax(1)).mean()),
+        "accuracy": float((logits.argmax(1) == vset.labels).mean()),
+        "reference_accuracy": vset.reference_accuracy,
+        "images": len(vset.labels),
+    }
+
+
+def parity_failures(precision: str, fig: dict[str, float]) -> list[str]:
+    """Which parity figures miss their gate (empty = passes)."""
+    if precision in PARITY_TOLERANCE:
+        budget = PARITY_TOLERANCE[precision]
+        if not fig["relative_diff"] <= budget:
+            return [f"{precision} max abs logit diff {fig['max_abs_diff']:.3g} = {fig['relative_diff']:.3g} x logit "
+                    f"scale {fig['logit_scale']:.3g}, allowed <= {budget:g} x"]
+        return []
+    failures = []
+    if not fig["top1_agreement"] >= INT8_MIN_AGREEMENT:
+        failures.append(f"int8 top-1 agreement {fig['top1_agreement']:.2%} with the fp32 reference, "
+                        f"required >= {INT8_MIN_AGREEMENT:.0%}")
+    drop = fig["reference_accuracy"] - fig["accuracy"]
+    if not drop <= INT8_MAX_ACCURACY_DROP + 1e-12:
+        failures.append(f"int8 accuracy {fig['accuracy']:.2%} vs fp32 reference {fig['reference_accuracy']:.2%}: "
+                        f"drop {drop * 100:.2f} points, allowed <= {INT8_MAX_ACCURACY_DROP * 100:g}")
+    return failures
+
+
+def budget_failures(fig: dict[str, float], budgets: dict[str, float | None]) -> list[str]:
+    """Measured latency / size / accuracy against optional budgets (None = no budget)."""
+    unknown = sorted(set(budgets) - set(BUDGET_KEYS) - {"peak_memory_mb"})
+    if unknown:
+        raise ValueError(f"budgets: unknown key(s) {unknown}; allowed: {list(BUDGET_KEYS)}")
+    out = []
+    for key, figure, word in (("latency_p50_ms", "latency_p50_ms", "p50"), ("latency_p95_ms", "latency_p95_ms", "p95")):
+        limit = budgets.get(key)
+        if limit is not None and figure in fig and fig[figure] > limit:
+            out.append(f"latency {word} {fig[figure]:.3f} ms > budget {limit:g} ms")
+    if budgets.get("size_mb") is not None and fig["size_bytes"] / 1e6 > budgets["size_mb"]:
+        out.append(f"size {fig['size_bytes'] / 1e6:.3f} MB > budget {budgets['size_mb']:g} MB")
+    if budgets.get("min_accuracy") is not None and fig["accuracy"] < budgets["min_accuracy"]:
+        out.append(f"accuracy {fig['accuracy']:.2%} < required {budgets['min_accuracy']:.2%}")
+    return out
+
+
+def check_file(root: Path, entry: dict[str, Any], vset: VerificationSet, *, threads: int = 1,
+               latency_repeats: int = 200, budgets: dict[str, float | None] | None = None) -> dict[str, Any]:
+    """Checksums, load + run, parity, latency and budgets of one manifest file entry."""
+    records = [entry, *entry.get("extra_files", [])]
+    result: dict[str, Any] = {"path": entry["path"], "format": entry["format"], "precision": entry["precision"],
+                              "size_bytes": sum(r["size_bytes"] for r in records)}
+    failures = [p for r in records for p in _checksum_problems(root, r)]
+    if failures:
+        return {**result, "passed": False, "failures": failures}
+    try:
+        session = load_session(root / entry["path"], threads=threads)
+        logits = session.run(vset.inputs)
+    except Exception as exc:  # any runtime failure is a gate failure naming the file, not a crash
+        return {**result, "passed": False, "failures": [f"does not load or run in {entry['format']}: {exc}"]}
+    if logits.shape != vset.reference.shape:
+        return {**result, "passed": False,
+                "failures": [f"output shape {list(logits.shape)}, expected {list(vset.reference.shape)}"]}
+    result.update(parity_figures(logits, vset))
+    failures += parity_failures(entry["precision"], result)
+    if latency_repeats > 0:
+        timing = time_session(session, vset.inputs[:1], repeats=latency_repeats)
+        result.update(latency_p50_ms=timing.p50_ms, latency_p95_ms=timing.p95_ms, latency_repeats=latency_repeats,
+                      threads=threads)
+    failures += budget_failures(result, budgets or {})
+    return {**result, "passed": not failures, "failures": failures}
+
+
+def read_manifest(package: Path) -> dict[str, Any]:
+    path = Path(package) / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"{path}: not found; is {package} a package folder written by `factory export`?")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    for key in ("schema_version", "files", "verification"):
+        if key not in manifest:
+            raise ValueError(f"{path}: missing key {key!r}")
+    return manifest
+
+
+def verify_package(package: Path, *, budgets: dict[str, float | None] | None = None, threads: int | None = None,
+                   latency_repeats: int = 200, vset: VerificationSet | None = None) -> dict[str, Any]:
+    """Run the gate on a package folder. Returns the report; raises VerificationFailed naming each failure.
+
+    `budgets` default to the manifest's target constraints; `threads` to the manifest's; `vset` (e.g. the
+    full validation split at export time) defaults to the set stored in the package.
+    """
+    root = Path(package)
+    manifest = read_manifest(root)
+    target = manifest.get("target") or {}
+    budgets = budgets if budgets is not None else (target.get("constraints") or {})
+    threads = threads or int(manifest.get("metrics", {}).get("threads") or target.get("threads") or 1)
+    vrec = manifest["verification"]
+    problems = _checksum_problems(root, vrec)
+    report: dict[str, Any] = {"package": str(root), "threads": threads, "budgets": budgets, "files": []}
+    if problems:
+        report.update(passed=False, failures=problems)
+        raise VerificationFailed(f"{root}: {problems[0]}", report)
+    vset = vset or VerificationSet.load(root / vrec["path"])
+    for entry in manifest["files"]:
+        report["files"].append(check_file(root, entry, vset, threads=threads, latency_repeats=latency_repeats,
+                                          budgets=budgets))
+    failures = [f"{f['path']}: {msg}" for f in report["files"] for msg in f["failures"]]
+    report.update(passed=not failures, failures=failures, images=len(vset.labels),
+                  reference_accuracy=vset.reference_accuracy)
+    if failures:
+        raise VerificationFailed("verification failed: " + "; ".join(failures), report)
+    return report
