@@ -14,6 +14,7 @@ from factory.commands.eval import eval_command
 from factory.commands.export import export_command, verify_command
 from factory.commands.predictor import predictor
 from factory.commands.search import search
+from factory.commands.ship import benchmark_command, demo_command, specialize_command
 from factory.commands.space import space
 from factory.commands.targets import targets
 from factory.commands.train import train
@@ -43,6 +44,9 @@ cli.add_command(train)
 cli.add_command(eval_command)
 cli.add_command(export_command)
 cli.add_command(verify_command)
+cli.add_command(specialize_command)
+cli.add_command(benchmark_command)
+cli.add_command(demo_command)
 
 
 def main() -> None:

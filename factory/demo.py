@@ -1,0 +1,47 @@
+"""`factory demo`: train (or reuse) the demo supernet, fit the predictor, specialize every built-in target."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from factory.report import TargetOutcome
+
+
+def ensure_trained(run_dir: Path, say: Callable[[str], None]) -> None:
+    """Train the demo preset on mnist5k; reuse a finished run, resume an interrupted one."""
+    from factory.train import train
+    from factory.train_config import load_preset
+
+    if (run_dir / "supernet.pt").is_file():
+        say(f"reusing the trained supernet in {run_dir} (pass --retrain to train again)")
+        return
+    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    say(("resuming" if resume else "training") + f" the demo supernet on mnist5k into {run_dir}")
+    train(load_preset("demo"), run_dir, resume=resume)
+
+
+def ensure_predictor(run_dir: Path, samples: int, say: Callable[[str], None]) -> None:
+    from factory.predictor import fit_predictor, load_predictor
+    from factory.run import load_run
+
+    run = load_run(run_dir)
+    if load_predictor(run.path, run.space, run.checkpoint_sha256) is not None:
+        say(f"reusing the accuracy predictor in {run_dir}")
+        return
+    holdout = max(10, samples // 4)
+    say(f"fitting the accuracy predictor on {samples} measured sub-networks ({holdout} held out)")
+    report = fit_predictor(run_dir, samples=samples, holdout=holdout)
+    say(f"predictor: held-out Spearman {report.holdout_spearman:.3f} (MACs alone {report.macs_spearman:.3f})")
+
+
+def run_demo(run_dir: Path, out: Path, samples: int = 120, population: int = 100, generations: int = 100,
+             seed: int = 0, say: Callable[[str], None] = print) -> list[TargetOutcome]:
+    from factory.specialize import SpecializeOptions, specialize
+
+    ensure_trained(run_dir, say)
+    ensure_predictor(run_dir, samples, say)
+    options = SpecializeOptions(population=population, generations=generations, seed=seed)
+    outcomes = specialize(run_dir, "all", out, options, say=say)
+    say(f"packages: {out}/<target>/<package>/ ; report: {out / 'report.md'} and {out / 'report.html'}")
+    return outcomes
