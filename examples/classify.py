@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Classify image files with a package written by `factory export` — no import of the factory.
+
+Needs only numpy, Pillow and the ONE runtime of the chosen file (onnxruntime, openvino or ai-edge-litert).
+Everything it does comes from the package's manifest.json: resolution, mean/std, colour order, layout.
+
+    python classify.py dist/phone/pkg  cat.png dog.jpg            # first file of the package
+    python classify.py dist/phone/pkg  cat.png --format tflite    # pick a file by format
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def preprocess(path: Path, inp: dict) -> np.ndarray:
+    """RGB, bilinear resize in float (no uint8 rounding) to resolution x resolution, /255, (x - mean) / std.
+
+    Returns HWC float32. Resizing each channel as a float image keeps the client equal to the
+    factory's own preprocessing (torch bilinear, antialiased) to ~1e-6.
+    """
+    if inp.get("color_order", "RGB") != "RGB":
+        raise SystemExit(f"manifest: colour order {inp['color_order']!r} not supported by this client")
+    img = Image.open(path).convert("RGB")
+    r = int(inp["resolution"])
+    channels = []
+    for band in img.split():
+        plane = band.convert("F")
+        if plane.size != (r, r):
+            plane = plane.resize((r, r), Image.Resampling.BILINEAR)
+        channels.append(np.asarray(plane, dtype=np.float32))
+    x = np.stack(channels, axis=-1) / 255.0
+    return ((x - np.asarray(inp["mean"], np.float32)) / np.asarray(inp["std"], np.float32)).astype(np.float32)
+
+
+class Model:
+    """One model file of the package in its own runtime; `logits(x_hwc)` -> (K,)."""
+
+    def __init__(self, package: Path, entry: dict) -> None:
+        self.layout = entry["layout"]
+        path = str(package / entry["path"])
+        fmt = entry["format"]
+        if fmt == "onnx":
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            name = sess.get_inputs()[0].name
+            self._run = lambda x: sess.run(None, {name: x})[0]
+        elif fmt == "openvino":
+            import openvino as ov
+
+            compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+            self._run = lambda x: compiled(x)[0]
+        elif fmt == "tflite":
+            from ai_edge_litert.interpreter import Interpreter
+
+            interp = Interpreter(model_path=path)
+            interp.allocate_tensors()
+            i, o = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+
+            def run(x: np.ndarray) -> np.ndarray:
+                interp.set_tensor(i, x)
+                interp.invoke()
+                return interp.get_tensor(o)
+
+            self._run = run
+        else:
+            raise SystemExit(f"manifest: unknown format {fmt!r}")
+
+    def logits(self, x_hwc: np.ndarray) -> np.ndarray:
+        x = x_hwc[None] if self.layout == "NHWC" else x_hwc.transpose(2, 0, 1)[None]
+        return np.asarray(self._run(np.ascontiguousarray(x, np.float32)))[0]
+
+
+def pick_file(manifest: dict, fmt: str | None) -> dict:
+    files = manifest["files"]
+    if fmt is None:
+        return files[0]
+    for entry in files:
+        if entry["format"] == fmt:
+            return entry
+    raise SystemExit(f"--format {fmt}: not in this package; it has {[f['format'] for f in files]}")
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Classify images with an exported package.")
+    parser.add_argument("package", type=Path, help="package folder (holds manifest.json)")
+    parser.add_argument("images", type=Path, nargs="+", help="image files (any format Pillow reads)")
+    parser.add_argument("--format", choices=["onnx", "tflite", "openvino"], default=None,
+                        help="which file of the package to use (default: the first one)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    args = parser.parse_args(argv)
+    manifest = json.loads((args.package / "manifest.json").read_text())
+    model = Model(args.package, pick_file(manifest, args.format))
+    labels = manifest["labels"]
+    for path in args.images:
+        probs = softmax(model.logits(preprocess(path, manifest["input"])).astype(np.float64))
+        k = int(np.argmax(probs))
+        if args.json:
+            print(json.dumps({"image": str(path), "label": labels[k], "index": k, "score": float(probs[k])}))
+        else:
+            print(f"{path}: {labels[k]} ({probs[k]:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
