@@ -1,0 +1,190 @@
+"""Latency tables: probe bundle round trip (real ONNX Runtime), settings checks, predict/size/memory."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from supernets import cost, get_space
+from targets.blocks import block_keys, block_shapes, latency_feature_names
+from targets.latency import LatencyModel, load_latency_model, table_path
+from targets.measure import measure_file
+from targets.probe import import_results, sample_archs, write_probe_bundle
+from targets.profile import parse_profile
+from targets.size import exported_size_bytes
+from targets.table import LatencyTable, LatencyTableError
+
+SAMPLES = 20  # the smallest fit allowed: fast enough for a unit test
+# The module fixture exports 20 ONNX models and runs the bundle (~15 s CPU, ~60 s wall on the loaded box).
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def space():
+    return get_space()
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return parse_profile({"name": "ci-onnx", "runtime": "onnxruntime", "precision": "fp32", "threads": 1,
+                          "constraints": {"latency_p50_ms": 1.0}})
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, space, profile) -> Path:
+    out = tmp_path_factory.mktemp("probe") / "bundle"
+    write_probe_bundle(profile, space, 10, out, samples=SAMPLES, seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(bundle: Path) -> Path:
+    """Run the bundle's runner as the device would: same Python, but the project, torch and TensorFlow
+    made unimportable, so the runner provably needs only numpy + the runtime."""
+    code = ("import runpy, sys\n"
+            "for m in ('targets', 'supernets', 'exports', 'factory', 'torch', 'tensorflow'): sys.modules[m] = None\n"
+            f"sys.argv = ['runner.py', '--rounds', '2', '--repeats', '5', '--warmup', '2']\n"
+            f"runpy.run_path({str(bundle / 'runner.py')!r}, run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-I", "-c", code], cwd=bundle, capture_output=True, text=True,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    return bundle / "RESULTS.json"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, profile, space, results) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    import_results(profile, results, space, 10).save(table_path(run, profile.name))
+    return run
+
+
+def test_bundle_is_self_contained(bundle: Path):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert len(manifest["models"]) == SAMPLES
+    assert (bundle / "runner.py").read_text() == (Path(__file__).parents[1] / "targets/device_runner.py").read_text()
+    for m in manifest["models"]:
+        path = bundle / m["file"]
+        assert path.suffix == ".onnx" and exported_size_bytes(path) == m["size_bytes"]
+
+
+def test_probe_round_trip_gives_a_usable_table(results: Path, run_dir: Path, profile, space):
+    res = json.loads(results.read_text())
+    assert res["runtime"] == "onnxruntime" and res["device"]["runtime_version"].startswith("onnxruntime ")
+    assert all(m["p95_ms"] >= m["p50_ms"] > 0 for m in res["models"])
+    model = load_latency_model(run_dir, profile, space=space, num_classes=10)
+    assert model.table.method["source"] == "import" and model.table.method["samples"] == SAMPLES
+    # every block of the space has an entry, non-negative (NNLS)
+    assert set(model.table.blocks) == set(block_shapes(space))
+    assert min(v[0] for v in model.table.blocks.values()) >= 0
+    small, large = space.smallest(), space.largest()
+    assert 0 < model.predict(small) < model.predict(large)
+    assert model.predict_p95(large) > 0
+
+
+def test_predict_is_the_sum_of_table_entries(run_dir: Path, profile, space):
+    model = load_latency_model(run_dir, profile, space=space, num_classes=10)
+    table = model.table
+    rng = random.Random(7)
+    for _ in range(50):
+        arch = space.sample(rng)
+        by_dict = table.fixed[arch.resolution][0] + sum(table.blocks[k][0] for k in block_keys(space, arch))
+        assert model.predict(arch) == pytest.approx(by_dict, rel=1e-9)
+        by_dict95 = table.fixed[arch.resolution][1] + sum(table.blocks[k][1] for k in block_keys(space, arch))
+        assert model.predict_p95(arch) == pytest.approx(by_dict95, rel=1e-9)
+        # inactive slots do not matter
+        assert model.predict(space.canonical(arch)) == pytest.approx(model.predict(arch), rel=1e-12)
+
+
+def test_predict_refuses_invalid_arch(run_dir: Path, profile, space):
+    model = load_latency_model(run_dir, profile, space=space, num_classes=10)
+    bad = replace(space.smallest(), resolution=31)
+    with pytest.raises(ValueError, match="resolution"):
+        model.predict(bad)
+
+
+def test_size_prediction_within_5_percent_of_exported_files(run_dir: Path, profile, space):
+    model = load_latency_model(run_dir, profile, space=space, num_classes=10)
+    for m in model.table.measurements:
+        assert model.size_bytes(m.arch) == pytest.approx(m.size_bytes, rel=0.05)
+    assert model.size_mb(space.largest()) > 3 * model.size_mb(space.smallest())
+
+
+def test_peak_memory_estimate_is_activations_plus_weights(run_dir: Path, profile, space):
+    model = load_latency_model(run_dir, profile, space=space, num_classes=10)
+    arch = space.largest()
+    expected = (cost(space, arch, 10).peak_activation_bytes + model.size_bytes(arch)) / 1e6
+    assert model.peak_memory_mb(arch) == pytest.approx(expected)
+
+
+def test_table_measured_under_other_settings_is_refused(run_dir: Path, profile, space):
+    with pytest.raises(LatencyTableError, match="threads: table has 1, target 'ci-onnx' wants 2"):
+        load_latency_model(run_dir, replace(profile, threads=2), space=space)
+    with pytest.raises(LatencyTableError, match=r"precision: table has 'fp32'.*'int8'"):
+        load_latency_model(run_dir, replace(profile, precision="int8"), space=space)
+    with pytest.raises(LatencyTableError, match="num_classes: table has 10, the run has 7"):
+        load_latency_model(run_dir, profile, space=space, num_classes=7)
+    with pytest.raises(LatencyTableError, match=r"space.phi: table has 0.0, the run has 1.0"):
+        load_latency_model(run_dir, profile, space=get_space(phi=1.0))
+
+
+def test_table_from_another_cpu_is_refused_for_a_local_target(tmp_path: Path, run_dir: Path, profile, space):
+    data = json.loads(table_path(run_dir, profile.name).read_text())
+    data["machine"]["cpu_model"] = "Imaginary CPU 9000"
+    other = tmp_path / "run"
+    table_path(other, profile.name).parent.mkdir(parents=True)
+    table_path(other, profile.name).write_text(json.dumps(data))
+    with pytest.raises(LatencyTableError, match="cpu_model: table measured on 'Imaginary CPU 9000'"):
+        load_latency_model(other, profile, space=space)
+    # the same table is fine for a remote-device profile: it describes the device, not this machine
+    remote = replace(profile, latency_source="import")
+    assert load_latency_model(other, remote, space=space).predict(space.smallest()) > 0
+
+
+def test_missing_table_says_how_to_make_it(tmp_path: Path, profile):
+    with pytest.raises(LatencyTableError, match="factory targets measure ci-onnx"):
+        load_latency_model(tmp_path, profile)
+    remote = replace(profile, latency_source="import")
+    with pytest.raises(LatencyTableError, match="factory targets probe ci-onnx"):
+        load_latency_model(tmp_path, remote)
+
+
+def test_results_of_another_target_are_refused(results: Path, space):
+    other = parse_profile({"name": "other", "runtime": "onnxruntime", "precision": "fp32"})
+    with pytest.raises(LatencyTableError, match="target is 'ci-onnx' but target 'other' needs 'other'"):
+        import_results(other, results, space, 10)
+
+
+def test_table_json_round_trip(run_dir: Path, profile, space):
+    table = LatencyTable.load(table_path(run_dir, profile.name))
+    again = LatencyTable.from_dict(json.loads(json.dumps(table.to_dict())))
+    assert again == table
+    assert set(table.fit["coefficients_p50"]) == set(latency_feature_names(space))
+    assert {"cpu_model", "runtime_version"} <= set(table.machine)
+
+
+def test_measure_file_times_a_real_exported_model(bundle: Path):
+    path = bundle / json.loads((bundle / "manifest.json").read_text())["models"][0]["file"]
+    p50, p95 = measure_file(path, threads=1, repeats=20, rounds=2)
+    assert 0 < p50 <= p95 < 1000
+
+
+def test_sample_archs_are_distinct_and_include_extremes(space):
+    archs = sample_archs(space, 30, seed=3)
+    assert len(set(archs)) == 30
+    assert archs[0] == space.canonical(space.smallest()) and archs[1] == space.canonical(space.largest())
+    assert sample_archs(space, 30, seed=3) == archs
+
+
+def test_latency_model_is_fast(run_dir: Path, profile, space):
+    """Not a timing assertion: checks the vectorised layout gives the same answer as a fresh model."""
+    model = load_latency_model(run_dir, profile, space=space)
+    fresh = LatencyModel(model.table, space, 10, "fp32")
+    archs = [space.sample(random.Random(i)) for i in range(20)]
+    np.testing.assert_allclose([model.predict(a) for a in archs], [fresh.predict(a) for a in archs])
