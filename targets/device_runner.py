@@ -4,6 +4,10 @@ This file is copied verbatim into every probe bundle (`factory targets probe`) a
 `factory targets measure` and `targets.measure.measure_file` use on this machine, so a table measured
 here and a table measured on a device come from the same timing method:
 
+* sessions are configured as `exports.runtime` configures them for package verification and as the
+  package README tells clients (ONNX Runtime: intra-op threads, sequential; OpenVINO: latency hint,
+  one stream, f32 inference precision; LiteRT: builtin kernels for int8 graphs, XNNPACK otherwise),
+  so the table predicts what a shipped package measures -- keep the two in step;
 * every model gets a random input of its own input shape and dtype (float32, or int8/uint8 for
   fully-quantized TFLite) -- latency does not depend on the values;
 * `warmup` untimed runs per model per round (first-run allocation, caches, thread-pool spin-up);
@@ -82,6 +86,21 @@ def _random_input(shape: Sequence[int], dtype: np.dtype, rng: np.random.Generato
     return rng.standard_normal(shape).astype(dtype)
 
 
+def _tflite_interpreter(path: Path, threads: int):  # -> Interpreter
+    """LiteRT interpreter with the kernels a package client gets (see exports.runtime.TfliteSession):
+    LiteRT's builtin kernels for int8 graphs (this XNNPACK build lacks int8 hard-swish and splits an
+    int8 MobileNetV3 into ~30 partitions), the default XNNPACK delegate otherwise."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:  # a device with only the tflite_runtime wheel
+        from tflite_runtime.interpreter import Interpreter, OpResolverType  # type: ignore[import-not-found,no-redef]
+    builtin = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    probe = Interpreter(model_path=str(path), experimental_op_resolver_type=builtin)
+    int8 = any(t["dtype"] == np.int8 for t in probe.get_tensor_details())
+    return Interpreter(model_path=str(path), num_threads=threads,
+                       experimental_op_resolver_type=builtin if int8 else OpResolverType.AUTO)
+
+
 def load_runner(path: Path, runtime: str, threads: int, rng: np.random.Generator) -> Callable[[], object]:
     """A zero-argument callable running one inference of `path` on a fixed random input."""
     path = Path(path)
@@ -102,17 +121,14 @@ def load_runner(path: Path, runtime: str, threads: int, rng: np.random.Generator
 
         core = ov.Core()
         compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                         "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+                                                         "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+                                                         "INFERENCE_PRECISION_HINT": "f32"})
         port = compiled.input(0)
         x = _random_input(list(port.get_partial_shape().to_shape()), np.dtype(np.float32), rng)
         request = compiled.create_infer_request()
         return lambda: request.infer({0: x})
     if runtime == "tflite":
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found,no-redef]
-        interp = Interpreter(model_path=str(path), num_threads=threads)
+        interp = _tflite_interpreter(path, threads)
         interp.allocate_tensors()
         detail = interp.get_input_details()[0]
         interp.set_tensor(detail["index"], _random_input(detail["shape"], np.dtype(detail["dtype"]), rng))
