@@ -99,7 +99,7 @@ class Trainer:
         )
         total = max(1, self.cfg.phases[name].epochs * self.steps_per_epoch())
         warmup = min(t.warmup_steps, total - 1) if phase == 0 else 0
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _cosine(total, warmup))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_schedule(total, warmup))
         if state is not None:
             if state.get("optimizer") is not None:
                 self.optimizer.load_state_dict(state["optimizer"])
@@ -117,7 +117,7 @@ class Trainer:
         images = self.data.train.images[idx]
         if t.augment_shift:
             aug = torch.Generator().manual_seed(derive_seed(t.seed, "augment", self.pos.global_step, self.ctx.rank))
-            images = _random_shift(images, t.augment_shift, aug)
+            images = random_shift(images, t.augment_shift, aug)
         return images, self.data.train.labels[idx]
 
     def train_step(self, phase: str) -> tuple[float, int]:
@@ -213,6 +213,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext) -> dict[
               file=sys.stderr)
     torch.manual_seed(derive_seed(cfg.train.seed, "init"))
     net = Supernet(space, data.num_classes, dropout=cfg.model.dropout)
+    if cfg.train.zero_init_residual:
+        _zero_init_residual(net)
     trainer = Trainer(cfg=cfg, out=out, ctx=ctx, data=data, space=space, net=net, pos=Position())
     if state is not None:
         net.load_state_dict(state["model"])
@@ -369,11 +371,23 @@ def _summary(trainer: Trainer, out: Path) -> dict[str, Any]:
         "elapsed_seconds": round(trainer.pos.elapsed_seconds, 2),
         "world_size": trainer.ctx.world_size,
         "device": str(trainer.ctx.device),
+        "weights_sha256": weights_sha256(trainer.net),
         "acc_max": final.get("acc_max"),
         "acc_min": final.get("acc_min"),
         "largest": trainer.space.largest().to_dict(),
         "smallest": trainer.space.smallest().to_dict(),
     }
+
+
+def weights_sha256(net: nn.Module) -> str:
+    """Hash of every parameter and buffer (CPU, contiguous): equal across ranks iff the weights are equal."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, value in sorted(net.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _metrics_line(m: dict[str, Any]) -> str:
@@ -383,7 +397,7 @@ def _metrics_line(m: dict[str, Any]) -> str:
 
 
 # ----- small pure helpers -------------------------------------------------------------------------
-def _cosine(total: int, warmup: int):
+def cosine_schedule(total: int, warmup: int):
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
@@ -399,12 +413,21 @@ def _kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -
                     log_target=True) * (t * t)
 
 
-def _random_shift(images: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
+def random_shift(images: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
     """Translate each image by up to `shift` pixels (zero fill): cheap augmentation for small inputs."""
     n, _, h, w = images.shape
     padded = F.pad(images, (shift, shift, shift, shift))
     offsets = torch.randint(0, 2 * shift + 1, (n, 2), generator=gen).tolist()
     return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
+
+
+@torch.no_grad()
+def _zero_init_residual(net: Supernet) -> None:
+    """Residual blocks start as identities: deep supernets then train from the first steps."""
+    for blocks in net.stages:
+        for block in blocks:
+            if block.use_residual:
+                block.project_bn.weight.zero_()
 
 
 def _frozen_copy(net: Supernet) -> Supernet:

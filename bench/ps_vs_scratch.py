@@ -1,0 +1,102 @@
+"""Progressive shrinking vs training alone: is the smallest sub-network of the supernet (no fine-tuning,
+BN recalibrated) better than the same architecture trained from scratch for the same wall-clock time
+the whole supernet took to train? (OFA's claim: yes.)
+
+    python bench/ps_vs_scratch.py --run runs/demo [--seconds S] [--seed 0]
+
+The scratch budget defaults to the run's `elapsed_seconds` (summary.json / last metrics line). On a
+shared machine both timings are upper bounds; the comparison is only fair if the load was similar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from factory.data import to_model_input
+from factory.evaluate import evaluate_arch
+from factory.run import METRICS_FILE, SUMMARY_FILE, load_run
+from factory.sampling import derive_seed
+from factory.train import cosine_schedule, random_shift
+from supernets import Supernet
+
+
+def supernet_seconds(run_dir: Path) -> float:
+    summary = run_dir / SUMMARY_FILE
+    if summary.exists():
+        return float(json.loads(summary.read_text())["elapsed_seconds"])
+    lines = (run_dir / METRICS_FILE).read_text().splitlines()
+    return float(json.loads(lines[-1])["elapsed_seconds"])
+
+
+def train_scratch(run, arch, seconds: float, seed: int, batch: int = 64,
+                  lr: float = 0.3) -> tuple[torch.nn.Module, int]:
+    """Train the static architecture alone (same recipe as the demo teacher: SGD Nesterov, cosine,
+    label smoothing, random shifts) until `seconds` of wall-clock have passed."""
+    ds = run.dataset()
+    torch.manual_seed(seed)
+    net = Supernet(run.space, run.num_classes).extract(arch).train().to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=3e-5)
+    n = len(ds.train)
+    gen = torch.Generator().manual_seed(seed)
+
+    def step(i: int) -> None:
+        idx = torch.randint(0, n, (batch,), generator=gen)
+        images = random_shift(ds.train.images[idx], 2, torch.Generator().manual_seed(derive_seed(seed, i)))
+        x = to_model_input(images, arch.resolution, run.mean, run.std).contiguous(memory_format=torch.channels_last)
+        loss = F.cross_entropy(net(x), ds.train.labels[idx], label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    start = time.monotonic()
+    for i in range(10):  # measure the step time to size the cosine schedule to the budget
+        for g in opt.param_groups:
+            g["lr"] = lr * (i + 1) / 30
+        step(i)
+    per_step = (time.monotonic() - start) / 10
+    total = max(11, int(seconds / per_step))
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(total, 30))
+    for _ in range(10):
+        schedule.step()
+    i = 10
+    while time.monotonic() - start < seconds and i < total:
+        step(i)
+        schedule.step()
+        i += 1
+    return net.eval(), i
+
+
+@torch.no_grad()
+def accuracy(net, run, arch) -> float:
+    ds = run.dataset()
+    x = to_model_input(ds.val.images, arch.resolution, run.mean, run.std).contiguous(memory_format=torch.channels_last)
+    return float((net(x).argmax(1) == ds.val.labels).float().mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default="runs/demo")
+    parser.add_argument("--seconds", type=float, default=None, help="scratch budget (default: the run's time)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    run = load_run(args.run)
+    arch = run.space.smallest()
+    budget = args.seconds if args.seconds is not None else supernet_seconds(Path(args.run))
+    ps = evaluate_arch(run, arch)
+    net, steps = train_scratch(run, arch, budget, args.seed)
+    scratch = accuracy(net, run, arch)
+    print(f"smallest sub-network (resolution {arch.resolution}, depths {list(arch.depths)}, kernel 3, expand 3), "
+          f"{len(run.dataset().val)} validation images")
+    print(f"  progressive shrinking (supernet, BN recalibrated, no fine-tuning): {ps.accuracy * 100:6.2f}%")
+    print(f"  trained alone from scratch for {budget:.0f} s ({steps} steps of 64):    {scratch * 100:6.2f}%")
+    print(f"  difference PS - scratch: {(ps.accuracy - scratch) * 100:+.2f} points")
+
+
+if __name__ == "__main__":
+    main()
