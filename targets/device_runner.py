@@ -46,13 +46,18 @@ DEFAULT_ROUNDS = 7
 
 
 def cpu_model() -> str:
-    """The CPU model name (Linux /proc/cpuinfo; else platform.processor())."""
+    """The CPU model name: /proc/cpuinfo "model name" (x86), else "Hardware"/"Model" (ARM boards),
+    else platform.processor()."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "processor\t: arm")):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip().lower(), value.strip())
     except OSError:
         pass
+    for key in ("model name", "hardware", "model"):
+        if fields.get(key):
+            return fields[key]
     return platform.processor() or platform.machine()
 
 

@@ -23,7 +23,7 @@ key, the bad value and what is allowed, so `factory targets validate FILE` can p
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -207,14 +207,7 @@ def load_profile(path: str | Path) -> TargetProfile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path}: not valid TOML ({exc})") from None
-    profile = parse_profile(data, str(path), path.parent)
-    return _with_source(profile, path)
-
-
-def _with_source(profile: TargetProfile, path: Path) -> TargetProfile:
-    from dataclasses import replace
-
-    return replace(profile, source_file=path)
+    return replace(parse_profile(data, str(path), path.parent), source_file=path)
 
 
 def builtin_profiles() -> dict[str, TargetProfile]:
