@@ -76,6 +76,7 @@ class PackageRequest:
     cost: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
     target: dict[str, Any] | None = None
+    budgets: dict[str, float] = field(default_factory=dict)  # checked by the gate (see exports.verify)
     threads: int = 1
     latency_repeats: int = 200
     stored_images: int = 200
@@ -195,7 +196,8 @@ def _build(req: PackageRequest, root: Path, say: Callable[[str], None]) -> None:
         "verification": {**file_record(root, VERIFICATION_FILE), "images": min(req.stored_images,
                                                                                len(req.validation.labels)),
                          "contents": "inputs (N,C,r,r) float32 preprocessed NCHW, labels (N,), "
-                                     "reference (N,K) PyTorch logits"},
+                                     "reference (N,K) PyTorch logits",
+                         "budgets": dict(req.budgets)},
         "target": req.target,
         "lineage": req.lineage,
         "versions": tool_versions(),
@@ -204,8 +206,7 @@ def _build(req: PackageRequest, root: Path, say: Callable[[str], None]) -> None:
     _write_json(root / MANIFEST, manifest)
     say(f"verifying {len(files)} file(s) on {len(req.validation.labels)} validation images "
         f"(parity, accuracy, {req.latency_repeats} timed runs each, {req.threads} thread(s))")
-    budgets = (req.target or {}).get("constraints") or {}
-    report = verify_package(root, budgets=budgets, threads=req.threads, latency_repeats=req.latency_repeats,
+    report = verify_package(root, budgets=req.budgets, threads=req.threads, latency_repeats=req.latency_repeats,
                             vset=req.validation)
     manifest["metrics"] = _metrics(req, report)
     _write_json(root / MANIFEST, manifest)

@@ -86,16 +86,33 @@ class OpenVinoSession:
         return _run_rows(self, x)
 
 
+TFLITE_KERNELS = ("auto", "xnnpack", "builtin")
+
+
 class TfliteSession:
-    """LiteRT interpreter, `num_threads=threads`. Input NHWC inside; NCHW outside."""
+    """LiteRT interpreter, `num_threads=threads`. Input NHWC inside; NCHW outside.
+
+    `kernels`: "xnnpack" = LiteRT's default delegate; "builtin" = LiteRT's own optimized kernels; "auto"
+    (default) = builtin for int8 graphs, xnnpack otherwise. Why: this XNNPACK build has no int8
+    HARD_SWISH, so an int8 MobileNetV3 graph is cut into ~30 delegate partitions and runs several times
+    slower than with the builtin int8 kernels (measured by bench/export_latency.py)."""
 
     fmt = "tflite"
 
-    def __init__(self, path: Path, threads: int) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, path: Path, threads: int, kernels: str = "auto") -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+        if kernels not in TFLITE_KERNELS:
+            raise ValueError(f"kernels: unknown {kernels!r}; allowed: {list(TFLITE_KERNELS)}")
         self.path, self.threads = path, threads
-        self._interp = Interpreter(model_path=str(path), num_threads=threads)
+        if kernels == "auto":
+            probe = Interpreter(model_path=str(path),
+                                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            int8 = any(t["dtype"] == np.int8 for t in probe.get_tensor_details())
+            kernels = "builtin" if int8 else "xnnpack"
+        self.kernels = kernels
+        resolver = OpResolverType.AUTO if kernels == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self._interp = Interpreter(model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver)
         self._interp.allocate_tensors()
         self._in = self._interp.get_input_details()[0]
         self._out = self._interp.get_output_details()[0]
@@ -139,14 +156,19 @@ def format_of(path: Path) -> str:
     return fmt
 
 
-def load_session(path: Path, threads: int = 1) -> Session:
-    """Open `path` in its runtime. NCHW float32 in, PyTorch-layout outputs out."""
+def load_session(path: Path, threads: int = 1, *, tflite_kernels: str = "auto") -> Session:
+    """Open `path` in its runtime. NCHW float32 in, PyTorch-layout outputs out.
+
+    `tflite_kernels` only matters for .tflite files (see TfliteSession)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
     if threads < 1:
         raise ValueError(f"threads: must be >= 1, got {threads}")
-    return _SESSIONS[format_of(path)](path, threads)
+    fmt = format_of(path)
+    if fmt == "tflite":
+        return TfliteSession(path, threads, kernels=tflite_kernels)
+    return _SESSIONS[fmt](path, threads)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ client feeds the same normalised NHWC floats whatever the precision. TensorFlow 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +37,8 @@ def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) ->
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: _representative(nhwc)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    data = converter.convert()
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras 3 prints its whole SavedModel signature
+        data = converter.convert()
     path = out_dir / FORMATS["tflite"].file_name
     path.write_bytes(data)
     return path

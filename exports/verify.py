@@ -193,15 +193,14 @@ def verify_package(package: Path, *, budgets: dict[str, float | None] | None = N
                    latency_repeats: int = 200, vset: VerificationSet | None = None) -> dict[str, Any]:
     """Run the gate on a package folder. Returns the report; raises VerificationFailed naming each failure.
 
-    `budgets` default to the manifest's target constraints; `threads` to the manifest's; `vset` (e.g. the
-    full validation split at export time) defaults to the set stored in the package.
+    `budgets` default to those recorded at export (manifest verification.budgets); `threads` to the
+    manifest's; `vset` (e.g. the full validation split at export time) to the set stored in the package.
     """
     root = Path(package)
     manifest = read_manifest(root)
-    target = manifest.get("target") or {}
-    budgets = budgets if budgets is not None else (target.get("constraints") or {})
-    threads = threads or int(manifest.get("metrics", {}).get("threads") or target.get("threads") or 1)
     vrec = manifest["verification"]
+    budgets = budgets if budgets is not None else (vrec.get("budgets") or {})
+    threads = threads or int(manifest.get("metrics", {}).get("threads") or 1)
     problems = _checksum_problems(root, vrec)
     report: dict[str, Any] = {"package": str(root), "threads": threads, "budgets": budgets, "files": []}
     if problems:

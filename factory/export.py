@@ -102,7 +102,8 @@ def export_package(
         preprocessing=Preprocessing(arch_cfg.resolution, tuple(run.mean), tuple(run.std)),  # type: ignore[arg-type]
         labels=list(run.class_names), validation=validation, calibration=calibration, arch=arch_cfg.to_dict(),
         cost=_cost(run, arch_cfg), lineage=_lineage(run, profile, lineage_extra),
-        target=profile.to_dict() if profile else None, threads=choice.threads, latency_repeats=latency_repeats,
+        target=profile.to_dict() if profile else None, budgets=_budgets(profile), threads=choice.threads,
+        latency_repeats=latency_repeats,
         name=Path(out_dir).name,
     )
     try:
@@ -111,6 +112,20 @@ def export_package(
         raise VerificationError(f"{out_dir}: not published: {exc}") from None
     except ValueError as exc:
         raise UserInputError(str(exc)) from None
+
+
+def _budgets(profile: TargetProfile | None) -> dict[str, float]:
+    """The target's constraints the gate can check here. Latency budgets only when the target's latency is
+    measured on this machine (a remote device's budgets say nothing about this CPU); peak memory is a
+    prediction, not a measurement of the file, so the search step owns it."""
+    if profile is None:
+        return {}
+    budgets = profile.constraints.to_dict()
+    budgets.pop("peak_memory_mb", None)
+    if not profile.measurable_here:
+        budgets.pop("latency_p50_ms", None)
+        budgets.pop("latency_p95_ms", None)
+    return budgets
 
 
 def _resolve_target(target: TargetProfile | str | None) -> TargetProfile | None:

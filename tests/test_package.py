@@ -163,3 +163,16 @@ def test_republishing_replaces_the_old_package_atomically(package, tmp_path):
     _publish(new, copy)
     assert (copy / "labels.txt").read_text() == "replaced\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+def test_target_budgets_checked_here_exclude_remote_latency_and_memory():
+    from factory.export import _budgets
+    from targets.profile import Constraints, TargetProfile
+
+    constraints = Constraints(latency_p50_ms=1.0, latency_p95_ms=2.0, size_mb=3.0, peak_memory_mb=4.0)
+    local = TargetProfile(name="here", runtime="onnxruntime", precision="fp32", constraints=constraints)
+    remote = TargetProfile(name="pi", runtime="tflite", precision="fp32", constraints=constraints,
+                           latency_source="import")
+    assert _budgets(local) == {"latency_p50_ms": 1.0, "latency_p95_ms": 2.0, "size_mb": 3.0}
+    assert _budgets(remote) == {"size_mb": 3.0}
+    assert _budgets(None) == {}

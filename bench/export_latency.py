@@ -1,0 +1,114 @@
+"""Export latency: p50 per format x precision of ONE sub-network, side by side, plus export time.
+
+Goals (issue 5): int8 TFLite and int8 OpenVINO >= 1.5x faster than their fp32 file; export of one
+sub-network to all three formats <= 90 s on 2 cores. Sessions are timed in interleaved rounds and the
+median of the per-round medians is reported: another tenant can shift a whole batch of runs by 40%.
+
+    .venv/bin/python bench/export_latency.py --run runs/demo --arch max [--threads 1] [--rounds 7]
+    .venv/bin/python bench/export_latency.py            # no run: an untrained supernet, random BN stats
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from exports import FORMATS, PRECISIONS
+from exports.convert import convert
+from exports.runtime import load_session, time_session
+
+
+def model_and_data(run_dir: str | None, arch_spec: str) -> tuple[torch.nn.Module, int, np.ndarray, str]:
+    """The sub-network (BN recalibrated when a run is given), its resolution, calibration images."""
+    if run_dir:
+        from factory.data import to_model_input
+        from factory.evaluate import calibrated_subnet
+        from factory.run import load_run
+        from factory.train import arch_from_option
+
+        run = load_run(run_dir)
+        arch = arch_from_option(run.space, arch_spec)
+        calib = to_model_input(run.dataset().calib.images[:200], arch.resolution, run.mean, run.std).numpy()
+        return calibrated_subnet(run, arch), arch.resolution, calib, f"{run.path} arch={arch_spec}"
+    from supernets import Supernet, get_space
+
+    space = get_space()
+    gen = torch.Generator().manual_seed(0)
+    net = Supernet(space, num_classes=10).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d) or hasattr(m, "running_var"):
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+                m.running_mean.uniform_(-0.1, 0.1, generator=gen)
+    arch = space.largest() if arch_spec == "max" else space.smallest()
+    calib = torch.randn(200, 3, arch.resolution, arch.resolution, generator=gen).numpy()
+    return net.extract(arch).eval(), arch.resolution, calib, f"untrained supernet arch={arch_spec}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default=None, help="trained run folder (default: untrained supernet)")
+    parser.add_argument("--arch", default="max", help="max | min | arch JSON (with --run)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=100, help="timed runs per session per round")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    model, resolution, calib, what = model_and_data(args.run, args.arch)
+    print(f"sub-network: {what}, resolution {resolution}, threads {args.threads}, "
+          f"{args.rounds} rounds x {args.repeats} runs, median of round medians")
+    with tempfile.TemporaryDirectory() as tmp:
+        files: dict[tuple[str, str], Path] = {}
+        seconds: dict[tuple[str, str], float] = {}
+        for prec in PRECISIONS:
+            for fmt in FORMATS:
+                start = time.perf_counter()
+                files[(fmt, prec)] = convert(model, fmt, prec, Path(tmp) / f"{fmt}_{prec}", resolution=resolution,
+                                             calibration=calib)
+                seconds[(fmt, prec)] = time.perf_counter() - start
+        fp32_total = sum(seconds[(fmt, "fp32")] for fmt in FORMATS)
+        print("\nconversion time (s; the first TFLite conversion includes importing TensorFlow):")
+        for prec in PRECISIONS:
+            print(f"  {prec}: " + "  ".join(f"{fmt} {seconds[(fmt, prec)]:.1f}" for fmt in FORMATS))
+        print(f"  one sub-network to all three formats, fp32: {fp32_total:.1f} s (goal <= 90 s; "
+              "`factory export` adds BN recalibration and the verification gate)")
+
+        sessions = {(fmt, prec, "default"): load_session(path, args.threads) for (fmt, prec), path in files.items()}
+        for prec in PRECISIONS:  # LiteRT both ways, to show why int8 files skip XNNPACK
+            other = "builtin" if sessions[("tflite", prec, "default")].kernels == "xnnpack" else "xnnpack"
+            sessions[("tflite", prec, other)] = load_session(files[("tflite", prec)], args.threads,
+                                                             tflite_kernels=other)
+        x = calib[:1]
+        rounds: dict[tuple[str, str, str], list[float]] = {key: [] for key in sessions}
+        for _ in range(args.rounds):
+            for key, sess in sessions.items():
+                rounds[key].append(time_session(sess, x, warmup=10, repeats=args.repeats).p50_ms)
+        p50 = {key: statistics.median(v) for key, v in rounds.items()}
+
+    print("\np50 latency, ms (batch 1):")
+    print(f"  {'format':<22}" + "".join(f"{p:>10}" for p in PRECISIONS) + "   fp32/fp16   fp32/int8")
+    keys = sorted({(fmt, k) for fmt, _, k in p50}, key=lambda t: (list(FORMATS).index(t[0]), t[1] != "default"))
+    for fmt, kernels in keys:
+        label = fmt if kernels == "default" else f"{fmt} ({kernels})"
+        if fmt == "tflite" and kernels == "default":
+            label = "tflite (auto)"
+        row = [p50[(fmt, p, kernels)] for p in PRECISIONS]
+        ratios = f"{row[0] / row[1]:>11.2f}x{row[0] / row[2]:>11.2f}x"
+        print(f"  {label:<22}" + "".join(f"{v:>10.3f}" for v in row) + ratios)
+    print("\n  tflite (auto) = XNNPACK for fp32/fp16 files, LiteRT builtin kernels for int8 files (what "
+          "exports.runtime uses)")
+    for fmt in ("tflite", "openvino"):
+        ratio = p50[(fmt, "fp32", "default")] / p50[(fmt, "int8", "default")]
+        print(f"  goal int8 {fmt} >= 1.5x faster than fp32: {ratio:.2f}x -> {'met' if ratio >= 1.5 else 'NOT met'}")
+    print("  (machine shared with other jobs: figures are upper bounds)")
+
+
+if __name__ == "__main__":
+    main()
