@@ -46,6 +46,7 @@ def exported(subnet_case, tmp_path_factory):
     }
 
 
+@pytest.mark.slow  # exports the shared files (TensorFlow import + conversions)
 @pytest.mark.parametrize("fmt", list(FORMATS))
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_exported_file_matches_pytorch_logits(exported, subnet_case, fmt, precision):

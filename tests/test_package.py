@@ -27,6 +27,7 @@ def package(tiny_run, tmp_path_factory):
     return shared_package(tmp_path_factory, tiny_run, "min_fp32")
 
 
+@pytest.mark.slow  # exports the shared files (TensorFlow import + conversions)
 def test_package_has_the_documented_layout_and_checksums(package, tiny_run):
     names = {p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file()}
     assert names == {"manifest.json", "labels.txt", "README.md", "verification.npz", "model.onnx", "model.tflite",
@@ -82,6 +83,7 @@ def test_onnx_metadata_carries_labels_and_preprocessing(package):
     assert json.loads(props["input"])["mean"] == manifest["input"]["mean"]
 
 
+@pytest.mark.slow  # a fresh `factory export` process (torch + TensorFlow imports)
 def test_killed_export_leaves_no_package_at_destination(tiny_run, tmp_path):
     out = tmp_path / "dist" / "pkg"
     proc = subprocess.Popen([*FACTORY, "export", "--run", str(tiny_run), "--arch", "min", "--formats",

@@ -92,7 +92,7 @@ def verify_command(package: str, threads: int | None, repeats: int, as_json: boo
         print_json(report)
         return
     for f in report["files"]:
-        lat = f" p50 {f['latency_p50_ms']:.3f} ms p95 {f['latency_p95_ms']:.3f} ms" if "latency_p50_ms" in f else ""
+        lat = f"  p50 {f['latency_p50_ms']:.3f} ms  p95 {f['latency_p95_ms']:.3f} ms" if "latency_p50_ms" in f else ""
         click.echo(f"ok  {f['path']:<22} {f['precision']}  accuracy {f['accuracy']:.2%}  "
                    f"max|diff| {f['relative_diff']:.1e} x scale  agreement {f['top1_agreement']:.1%}{lat}")
     click.echo(f"verified {len(report['files'])} file(s) on {report['images']} images: passed")
