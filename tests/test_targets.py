@@ -188,3 +188,23 @@ def test_latency_model_is_fast(run_dir: Path, profile, space):
     fresh = LatencyModel(model.table, space, 10, "fp32")
     archs = [space.sample(random.Random(i)) for i in range(20)]
     np.testing.assert_allclose([model.predict(a) for a in archs], [fresh.predict(a) for a in archs])
+
+
+def test_cli_import_writes_the_run_table(tmp_path: Path, results: Path, tiny_run: Path):
+    """`factory targets import FILE.toml RESULTS.json --run RUN` (the profile given as a file)."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from factory.cli import cli
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    toml = tmp_path / "ci-onnx.toml"
+    toml.write_text('name = "ci-onnx"\nruntime = "onnxruntime"\nprecision = "fp32"\n'
+                    '[constraints]\nlatency_p50_ms = 1.0\n')
+    result = CliRunner().invoke(cli, ["targets", "import", str(toml), str(results), "--run", str(run), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert Path(summary["table"]) == table_path(run, "ci-onnx") and table_path(run, "ci-onnx").exists()
+    assert summary["method"]["samples"] == SAMPLES and 0 <= summary["fit"]["p50_cv5"]["within_10pct"] <= 1
