@@ -126,12 +126,16 @@ def main() -> int:
     parser.add_argument("--holdout", type=int, default=30)
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--json", type=Path, default=None, help="also write the full results here")
+    parser.add_argument("--reuse", type=Path, nargs="*", default=[],
+                        help="--json files of earlier runs (same --seed/--holdout): their targets are not re-measured")
     args = parser.parse_args()
 
+    import numpy as np
     import torch
 
     from factory.run import load_run
     from targets.profile import builtin_profiles
+    from targets.table import accuracy_stats
 
     torch.set_num_threads(1)
     run = load_run(args.run)
@@ -143,7 +147,19 @@ def main() -> int:
     print(f"machine load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
           "(other tenants share the CPU: timings are upper bounds, noisy)")
     results = []
+    for earlier in args.reuse:
+        for r in json.loads(earlier.read_text())["results"]:
+            n = len(archs)
+            if r["archs"][:n] == [a.to_dict() for a in archs] and r["target"] in {p.name for p in profiles}:
+                results.append(r)
+                if len(r["archs"]) > n:  # an earlier, longer held-out list: keep the common prefix
+                    keep = np.array(r["measured_p50"][:n]), np.array(r["predicted_p50"][:n])
+                    r.update(archs=r["archs"][:n], measured_p50=list(keep[0]), predicted_p50=list(keep[1]), n=n,
+                             p50=accuracy_stats(keep[1], keep[0]))
+    done = {r["target"] for r in results}
     for p in profiles:
+        if p.name in done:
+            continue
         results.append(evaluate_target(p, args.run, run.space, run.num_classes, archs, args.seed))
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
     print(f"{'target':<14} {'rt/prec/thr':<22} {'n':>3} {'p50 ±10%':>9} {'rho p50':>8} {'p95 ±10%':>9} "
