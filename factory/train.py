@@ -162,11 +162,12 @@ class Trainer:
     # ----- epoch end ----------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         res = {}
-        val, limit = self.data.val, self.cfg.train.eval_images
-        if limit and limit < len(val):
+        val, calib, limit = self.data.val, self.data.calib, self.cfg.train.eval_images
+        if limit:
             val = Split(val.images[:limit], val.labels[:limit])
+            calib = Split(calib.images[:limit], calib.labels[:limit])
         for which, arch in (("max", self.space.largest()), ("min", self.space.smallest())):
-            r = evaluate_on(self.net, arch, self.data.calib, val, self.data.mean, self.data.std,
+            r = evaluate_on(self.net, arch, calib, val, self.data.mean, self.data.std,
                             self.ctx.device, self.cfg.train.eval_batch_size)
             res[f"acc_{which}"] = round(r.accuracy, 5)
             res[f"loss_{which}"] = round(r.loss, 5)

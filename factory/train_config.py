@@ -61,7 +61,7 @@ class OptimConfig:
     zero_init_residual: bool = True  # last BN gamma of residual blocks starts at 0 (BigNAS): faster start
     augment_shift: int = 2  # random translation (pixels at the stored size); 0 = off
     eval_batch_size: int = 250
-    eval_images: int = 0  # validation images for the per-epoch metrics; 0 = the whole split
+    eval_images: int = 0  # val (and calib) images for the per-epoch metrics; 0 = the whole splits
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from factory.train_config import Overrides, apply_overrides, load_config_file
 CONFIG = """
 [train]
 batch_size = 16
-steps_per_epoch = 8
-eval_images = 100
+steps_per_epoch = 6
+eval_images = 64
 
 [phases.teacher]
 epochs = 1
@@ -85,7 +85,7 @@ def test_sigkill_mid_phase_then_resume_completes_the_same_schedule(tmp_path):
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     summary = json.loads(out)
-    assert summary["steps"] == 5 * 8
+    assert summary["steps"] == 5 * 6
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["global_epoch"] for m in metrics] == [1, 2, 3, 4, 5]  # each epoch exactly once
     assert [m["phase"] for m in metrics] == ["teacher", "kernel", "kernel", "depth", "expand"]
