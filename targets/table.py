@@ -2,13 +2,16 @@
 
 Why fitted end to end rather than timed block by block: the default models run in 0.1-1 ms, so the
 per-call overhead of a runtime (tens of microseconds) is as large as a block, and a block timed alone
-runs with a cold, different memory layout. Timing ~80 whole sampled sub-networks and fitting a
-non-negative linear model over per-block features (`targets.blocks`) gives per-block entries that
-already include how blocks behave inside a network, needs only ~80 conversions (TFLite costs ~1 s
-each; 360 single-block models would not fit in 3 minutes), and the same probe models serve a remote
+runs with a cold, different memory layout. Timing 32-80 whole sampled sub-networks (80 for ONNX
+Runtime; 40 / 32 for OpenVINO / TFLite, whose conversions cost ~5-13 s each on the loaded 2-core box)
+and fitting a non-negative linear model over per-block features (`targets.blocks`) gives per-block
+entries that include how blocks behave inside a network, keeps the conversions affordable (360
+single-block TFLite models would not fit in 3 minutes), and the same probe models serve a remote
 device. The table is still a lookup table: entry (stage, first, kernel, expand, resolution) is the
 fitted latency of that block; `fixed[resolution]` holds stem + first block + head + call overhead.
-Fit quality (5-fold cross-validated share within +-10%, Spearman rho, mean abs. error) is saved.
+The fit minimises relative error (rows weighted by 1/latency). Fit quality (5-fold cross-validated
+share within +-10%, Spearman rho, mean abs. relative error) is saved with the table; the held-out
+figures come from bench/latency_accuracy.py.
 """
 
 from __future__ import annotations
