@@ -107,7 +107,8 @@ def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image:
     elif source.startswith(CIFAR_PREFIX):
         images, labels, names, test_start = _load_cifar10(Path(source[len(CIFAR_PREFIX):]))
         train_idx, calib_idx = _stratified_two_way(labels[:test_start], seed, CALIB_FRACTION)
-        pool = (train_idx, torch.arange(test_start, len(labels)), calib_idx)
+        test_idx = _mixed(torch.arange(test_start, len(labels)), torch.Generator().manual_seed(seed))
+        pool = (train_idx, test_idx, calib_idx)
     else:
         images, labels, names, skipped = _load_image_folder(Path(source), image_size, on_bad_image)
         pool = _stratified_split(labels, seed)
@@ -148,8 +149,14 @@ def _stratified_split(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, to
         parts[1].append(idx[:n_val])
         parts[2].append(idx[n_val:n_val + n_calib])
         parts[0].append(idx[n_val + n_calib:])
-    train, val, calib = (torch.sort(torch.cat(p)).values for p in parts)
+    train, val, calib = (_mixed(torch.cat(p), gen) for p in parts)
     return train, val, calib
+
+
+def _mixed(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Seeded shuffle of a split: sources are often sorted by class (mnist5k is), and a class-sorted split
+    makes every prefix (per-epoch metrics) and every BN-recalibration batch class-skewed."""
+    return idx[torch.randperm(len(idx), generator=gen)]
 
 
 def _stratified_two_way(labels: torch.Tensor, seed: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,7 +168,7 @@ def _stratified_two_way(labels: torch.Tensor, seed: int, fraction: float) -> tup
         n_held = max(1, round(len(idx) * fraction)) if len(idx) >= 2 else 0
         held.append(idx[:n_held])
         keep.append(idx[n_held:])
-    return torch.sort(torch.cat(keep)).values, torch.sort(torch.cat(held)).values
+    return _mixed(torch.cat(keep), gen), _mixed(torch.cat(held), gen)
 
 
 def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:

@@ -94,9 +94,9 @@ def recalibrate_bn(
                 m.reset_running_stats()
                 m.momentum = None
                 m.train()
-            for start in range(0, len(images_uint8), batch_size):
-                x = to_model_input(images_uint8[start:start + batch_size], arch.resolution, mean, std)
-                net(_prepare(x, dev))
+            # equal-size chunks: the cumulative average weights every batch alike
+            for chunk in torch.tensor_split(images_uint8, -(-len(images_uint8) // batch_size)):
+                net(_prepare(to_model_input(chunk, arch.resolution, mean, std), dev))
     finally:
         for m, mom in zip(bns, momenta, strict=True):
             m.momentum = mom
