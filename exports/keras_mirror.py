@@ -103,18 +103,22 @@ class _Builder:
         k = conv.kernel_size[0]
         stride = conv.stride[0]
         pad = conv.padding[0]
-        if pad:
+        # stride 1, odd k: TF "same" pads k//2 on each side, exactly PyTorch's padding (no PAD op needed);
+        # stride 2: TF "same" pads asymmetrically, so pad explicitly (PITFALLS.md)
+        same = stride == 1 and pad == k // 2 and k % 2 == 1
+        if pad and not same:
             x = keras.layers.ZeroPadding2D(pad, name=self._name("pad"))(x)
+        padding = "same" if same else "valid"
         depthwise = conv.groups > 1
         if depthwise and not (conv.groups == conv.in_channels == conv.out_channels):
             raise TypeError(f"keras mirror: grouped conv with groups={conv.groups} is not depthwise")
         use_bias = bias is not None
         if depthwise:
-            layer = keras.layers.DepthwiseConv2D(k, stride, padding="valid", use_bias=use_bias,
+            layer = keras.layers.DepthwiseConv2D(k, stride, padding=padding, use_bias=use_bias,
                                                  name=self._name("dwconv"))
             kernel = weight.transpose(2, 3, 0, 1)  # (C, 1, kh, kw) -> (kh, kw, C, 1)
         else:
-            layer = keras.layers.Conv2D(conv.out_channels, k, stride, padding="valid", use_bias=use_bias,
+            layer = keras.layers.Conv2D(conv.out_channels, k, stride, padding=padding, use_bias=use_bias,
                                         name=self._name("conv"))
             kernel = weight.transpose(2, 3, 1, 0)  # (O, I, kh, kw) -> (kh, kw, I, O)
         y = layer(x)
