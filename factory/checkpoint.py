@@ -33,6 +33,7 @@ class Position:
     epoch_seconds: float = 0.0
     train_seconds: float = 0.0
     elapsed_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of the rank-0 process (fair budget on a shared machine)
 
     @property
     def at_phase_start(self) -> bool:

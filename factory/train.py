@@ -233,14 +233,17 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext) -> dict[
         _trim_metrics(out / METRICS_FILE, trainer.global_epoch(trainer.pos.phase, trainer.pos.epoch))
     trainer.last_checkpoint = time.monotonic()
     session_start = time.monotonic()
+    cpu_start = time.process_time()
     elapsed_base = trainer.pos.elapsed_seconds
+    cpu_base = trainer.pos.cpu_seconds
     net.train()
     for phase in range(trainer.pos.phase, len(PHASE_ORDER)):
         name = PHASE_ORDER[phase]
         epochs = cfg.phases[name].epochs
         if epochs == 0:
             trainer.pos = Position(phase=phase + 1, global_step=trainer.pos.global_step,
-                                   train_seconds=trainer.pos.train_seconds, elapsed_seconds=trainer.pos.elapsed_seconds)
+                                   train_seconds=trainer.pos.train_seconds, elapsed_seconds=trainer.pos.elapsed_seconds,
+                                   cpu_seconds=trainer.pos.cpu_seconds)
             continue
         fresh = trainer.pos.at_phase_start
         trainer.start_phase(phase, None if fresh else state)
@@ -248,7 +251,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext) -> dict[
             _to_device(trainer, net)  # optimizer state loaded on CPU
         state = None
         for epoch in range(trainer.pos.epoch, epochs):
-            _run_epoch(trainer, name, epoch, epochs, session_start, elapsed_base)
+            _run_epoch(trainer, name, epoch, epochs, (session_start, elapsed_base, cpu_start, cpu_base))
             ctx.broadcast_buffers(net)
             pos = trainer.pos
             metrics = {"phase": name, "epoch": epoch + 1, "epochs": epochs,
@@ -264,10 +267,12 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext) -> dict[
                 phase=phase + 1 if last else phase, epoch=0 if last else epoch + 1, step=0,
                 global_step=pos.global_step, train_seconds=pos.train_seconds,
                 elapsed_seconds=elapsed_base + time.monotonic() - session_start,
+                cpu_seconds=cpu_base + time.process_time() - cpu_start,
             )
             if ctx.is_main:
                 metrics["train_seconds"] = round(pos.train_seconds, 2)
                 metrics["elapsed_seconds"] = round(trainer.pos.elapsed_seconds, 2)
+                metrics["cpu_seconds"] = round(trainer.pos.cpu_seconds, 2)
                 with (out / METRICS_FILE).open("a") as f:
                     f.write(json.dumps(metrics) + "\n")
                 if cfg.runtime.progress:
@@ -284,10 +289,13 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext) -> dict[
     return summary
 
 
-def _run_epoch(trainer: Trainer, name: str, epoch: int, epochs: int, session_start: float,
-               elapsed_base: float) -> None:
+def _run_epoch(trainer: Trainer, name: str, epoch: int, epochs: int,
+               clocks: tuple[float, float, float, float]) -> None:
+    """Steps of one epoch from the current position; `clocks` = (session start, elapsed base, CPU start,
+    CPU base) so that mid-epoch checkpoints record cumulative times."""
     from tqdm import tqdm
 
+    session_start, elapsed_base, cpu_start, cpu_base = clocks
     cfg, ctx = trainer.cfg, trainer.ctx
     steps = trainer.steps_per_epoch()
     bar = tqdm(total=steps, initial=trainer.pos.step, desc=f"{name} {epoch + 1}/{epochs}", unit="step",
@@ -311,6 +319,7 @@ def _run_epoch(trainer: Trainer, name: str, epoch: int, epochs: int, session_sta
             due = time.monotonic() - trainer.last_checkpoint >= cfg.runtime.checkpoint_interval_s
             if due and p.step < steps:
                 p.elapsed_seconds = elapsed_base + time.monotonic() - session_start
+                p.cpu_seconds = cpu_base + time.process_time() - cpu_start
                 trainer.checkpoint()
     finally:
         bar.close()
@@ -370,6 +379,7 @@ def _summary(trainer: Trainer, out: Path) -> dict[str, Any]:
         "steps": trainer.pos.global_step,
         "train_seconds": round(trainer.pos.train_seconds, 2),
         "elapsed_seconds": round(trainer.pos.elapsed_seconds, 2),
+        "cpu_seconds": round(trainer.pos.cpu_seconds, 2),
         "world_size": trainer.ctx.world_size,
         "device": str(trainer.ctx.device),
         "weights_sha256": weights_sha256(trainer.net),
