@@ -48,3 +48,30 @@ def test_train_user_errors_exit_2_without_traceback(tmp_path):
         proc = _train(*args, "--out", str(tmp_path / "r"), *QUICK)
         assert proc.returncode == 2, (args, proc.stderr[-2000:])
         assert fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sandwich_sampler_trains_every_phase(tmp_path):
+    import math
+    import tomllib
+
+    from factory.train import train
+    from factory.train_config import config_from_dict
+
+    cfg = config_from_dict(tomllib.loads("""
+[train]
+batch_size = 8
+steps_per_epoch = 2
+subnets_per_step = 3
+sampler = "sandwich"
+eval_images = 16
+[runtime]
+device = "cpu"
+progress = false
+"""))
+    cfg = config_from_dict({**tomllib.loads(cfg.to_toml()),
+                            "phases": {p: {"epochs": 1, "lr": 0.05} for p in ("teacher", "kernel", "depth", "expand")}})
+    summary = train(cfg, tmp_path / "sw")
+    metrics = [json.loads(x) for x in (tmp_path / "sw" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["phase"] for m in metrics] == ["teacher", "kernel", "depth", "expand"]
+    assert all(math.isfinite(m["loss"]) and m["loss"] > 0 for m in metrics)
+    assert summary["steps"] == 8
