@@ -57,21 +57,28 @@ def train_scratch(run, arch, seconds: float, seed: int, clock=time.monotonic, ba
         loss.backward()
         opt.step()
 
-    start = clock()
-    for i in range(10):  # measure the step time to size the cosine schedule to the budget
+    def set_lr(factor: float) -> None:
         for g in opt.param_groups:
-            g["lr"] = lr * (i + 1) / 30
+            g["lr"] = lr * factor
+
+    start = clock()
+    for i in range(10):  # warm-up steps also measure the step time that sizes the cosine schedule
+        set_lr((i + 1) / 31)
         step(i)
     per_step = (clock() - start) / 10
     total = max(11, int(seconds / per_step))
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(total, 30))
-    for _ in range(10):
-        schedule.step()
+    schedule = cosine_schedule(total, 30)
     i = 10
+    marks = [seconds * f for f in (0.25, 0.5, 0.75)]
     while clock() - start < seconds and i < total:
+        set_lr(schedule(i))
         step(i)
-        schedule.step()
         i += 1
+        if marks and clock() - start >= marks[0]:  # partial results, in case the budget cannot finish
+            marks.pop(0)
+            acc = accuracy(net.eval(), run, arch)
+            print(f"  ... scratch after {clock() - start:.0f} s ({i} steps): {acc * 100:.2f}%", flush=True)
+            net.train()
     return net.eval(), i
 
 
@@ -96,6 +103,8 @@ def main() -> None:
     budget = args.seconds if args.seconds is not None else supernet_seconds(Path(args.run), args.clock)
     clock = time.monotonic if args.clock == "wall" else time.process_time
     ps = evaluate_arch(run, arch)
+    print(f"progressive shrinking, smallest sub-network: {ps.accuracy * 100:.2f}%; scratch budget {budget:.0f} s "
+          f"({args.clock})", flush=True)
     net, steps = train_scratch(run, arch, budget, args.seed, clock)
     scratch = accuracy(net, run, arch)
     print(f"smallest sub-network (resolution {arch.resolution}, depths {list(arch.depths)}, kernel 3, expand 3), "
