@@ -208,19 +208,18 @@ class SearchSpace:
 
     # ----- canonical members --------------------------------------------------------------
     def largest(self) -> ArchConfig:
-        return ArchConfig(
-            resolution=max(self.resolutions),
-            depths=tuple(s.max_depth for s in self.stages),
-            kernel_sizes=tuple(max(self.stages[st].kernel_choices) for st in self._slot_stage),
-            expand_ratios=tuple(max(self.stages[st].expand_choices) for st in self._slot_stage),
-        )
+        return self._extreme(max)
 
     def smallest(self) -> ArchConfig:
+        return self._extreme(min)
+
+    def _extreme(self, pick) -> ArchConfig:
+        """Every choice taken at its `pick` (max or min)."""
         return ArchConfig(
-            resolution=min(self.resolutions),
-            depths=tuple(min(s.depth_choices) for s in self.stages),
-            kernel_sizes=tuple(min(self.stages[st].kernel_choices) for st in self._slot_stage),
-            expand_ratios=tuple(min(self.stages[st].expand_choices) for st in self._slot_stage),
+            resolution=pick(self.resolutions),
+            depths=tuple(pick(s.depth_choices) for s in self.stages),
+            kernel_sizes=tuple(pick(self.stages[st].kernel_choices) for st in self._slot_stage),
+            expand_ratios=tuple(pick(self.stages[st].expand_choices) for st in self._slot_stage),
         )
 
     def uniform(self, resolution: int, depth: int, kernel: int, expand: int) -> ArchConfig:
