@@ -95,6 +95,9 @@ def main() -> None:
             if fmt == "tflite":  # LiteRT both ways, to show why int8 files skip XNNPACK
                 for kernels in ("xnnpack", "builtin"):
                     sessions[(fmt, prec, kernels)] = load_session(path, args.threads, tflite_kernels=kernels)
+            elif fmt == "openvino":  # f32 pinned vs OpenVINO's own choice (bf16 where the CPU has it)
+                for hint in ("f32", "default"):
+                    sessions[(fmt, prec, hint)] = load_session(path, args.threads, openvino_hint=hint)
             else:
                 sessions[(fmt, prec, "")] = load_session(path, args.threads)
         x = calib[:1]
@@ -105,10 +108,12 @@ def main() -> None:
         p50 = {key: statistics.median(v) for key, v in rounds.items()}
     for prec in PRECISIONS:  # what exports.runtime does by default ("auto")
         p50[("tflite", prec, "auto")] = p50[("tflite", prec, "builtin" if prec == "int8" else "xnnpack")]
+        p50[("openvino", prec, "auto")] = p50[("openvino", prec, "default" if prec == "int8" else "f32")]
 
     print("\np50 latency, ms (batch 1):")
     print(f"  {'format':<22}" + "".join(f"{p:>10}" for p in PRECISIONS) + "   fp32/fp16   fp32/int8")
-    rows = [("onnx", ""), ("tflite", "auto"), ("tflite", "xnnpack"), ("tflite", "builtin"), ("openvino", "")]
+    rows = [("onnx", ""), ("tflite", "auto"), ("tflite", "xnnpack"), ("tflite", "builtin"), ("openvino", "auto"),
+            ("openvino", "f32"), ("openvino", "default")]
     for fmt, kernels in rows:
         label = f"{fmt} ({kernels})" if kernels else fmt
         row = [p50[(fmt, p, kernels)] for p in PRECISIONS]
@@ -116,7 +121,10 @@ def main() -> None:
         print(f"  {label:<22}" + "".join(f"{v:>10.3f}" for v in row) + ratios)
     print("\n  tflite (auto) = XNNPACK for fp32/fp16 files, LiteRT builtin kernels for int8 files (the default of "
           "exports.runtime): this XNNPACK build has no int8 HARD_SWISH")
-    for fmt, kernels in (("tflite", "auto"), ("tflite", "builtin"), ("openvino", "")):
+    print("  openvino (auto) = f32 pinned for float IRs (fp32 parity), OpenVINO's default for int8 IRs (bf16 for "
+          "the unquantized ops on CPUs that have it); openvino (default) runs even fp32 IRs in bf16 there")
+    for fmt, kernels in (("tflite", "auto"), ("tflite", "builtin"), ("openvino", "auto"), ("openvino", "f32"),
+                         ("openvino", "default")):
         ratio = p50[(fmt, "fp32", kernels)] / p50[(fmt, "int8", kernels)]
         label = f"{fmt} ({kernels})" if kernels else fmt
         print(f"  goal int8 {label} >= 1.5x faster than fp32: {ratio:.2f}x -> {'met' if ratio >= 1.5 else 'NOT met'}")

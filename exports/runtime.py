@@ -60,22 +60,35 @@ class OnnxSession:
         return _run_rows(self, x)
 
 
+OPENVINO_HINTS = ("auto", "f32", "default")
+
+
 class OpenVinoSession:
     """OpenVINO CPU plugin, `INFERENCE_NUM_THREADS=threads`, latency hint, one stream.
 
-    The inference precision is pinned to f32: on CPUs with bf16 support OpenVINO would otherwise
-    silently run fp32/fp16 IRs in bf16 (int8 IRs run their int8 kernels either way)."""
+    `precision_hint`: "f32" pins the inference precision (OpenVINO would otherwise run fp32/fp16 IRs in
+    bf16 on CPUs with bf16 support, which breaks fp32 parity); "default" leaves OpenVINO's choice; "auto"
+    (default) = "f32" for float IRs, "default" for quantized (FakeQuantize) IRs, whose int8 parity the
+    gate checks with the int8 criteria anyway."""
 
     fmt = "openvino"
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, precision_hint: str = "auto") -> None:
         import openvino as ov
 
+        if precision_hint not in OPENVINO_HINTS:
+            raise ValueError(f"precision_hint: unknown {precision_hint!r}; allowed: {list(OPENVINO_HINTS)}")
         self.path, self.threads = path, threads
         core = ov.Core()
-        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
-                  "INFERENCE_PRECISION_HINT": "f32"}
-        self._compiled = core.compile_model(str(path), "CPU", config)
+        model = core.read_model(str(path))
+        if precision_hint == "auto":
+            quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+            precision_hint = "default" if quantized else "f32"
+        self.precision_hint = precision_hint
+        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if precision_hint == "f32":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        self._compiled = core.compile_model(model, "CPU", config)
         self._request = self._compiled.create_infer_request()
 
     def run_one(self, x: np.ndarray) -> np.ndarray:
@@ -156,10 +169,12 @@ def format_of(path: Path) -> str:
     return fmt
 
 
-def load_session(path: Path, threads: int = 1, *, tflite_kernels: str = "auto") -> Session:
+def load_session(path: Path, threads: int = 1, *, tflite_kernels: str = "auto",
+                 openvino_hint: str = "auto") -> Session:
     """Open `path` in its runtime. NCHW float32 in, PyTorch-layout outputs out.
 
-    `tflite_kernels` only matters for .tflite files (see TfliteSession)."""
+    `tflite_kernels` only matters for .tflite files (see TfliteSession), `openvino_hint` for OpenVINO IRs
+    (see OpenVinoSession)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
@@ -168,6 +183,8 @@ def load_session(path: Path, threads: int = 1, *, tflite_kernels: str = "auto") 
     fmt = format_of(path)
     if fmt == "tflite":
         return TfliteSession(path, threads, kernels=tflite_kernels)
+    if fmt == "openvino":
+        return OpenVinoSession(path, threads, precision_hint=openvino_hint)
     return _SESSIONS[fmt](path, threads)
 
 
