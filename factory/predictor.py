@@ -206,7 +206,9 @@ def stratified_archs(space: SearchSpace, n: int, rng: random.Random, num_classes
                      size_bins: int = 3) -> list[ArchConfig]:
     """`n` distinct canonical sub-networks, round-robin over (resolution, MACs bin) cells so every
     resolution and every size range is covered equally. Deterministic for a given `rng` state."""
-    pool = list(dict.fromkeys(space.canonical(space.sample(rng)) for _ in range(max(2000, 10 * n))))
+    # The pool size does not depend on n (up to 250), so a smaller --samples is a prefix of a larger
+    # one: a fit can stop early and reuse every measurement.
+    pool = list(dict.fromkeys(space.canonical(space.sample(rng)) for _ in range(max(2500, 10 * n))))
     cells: list[list[ArchConfig]] = []
     for res in space.resolutions:
         members = sorted((a for a in pool if a.resolution == res), key=lambda a: cost(space, a, num_classes).macs)
@@ -241,9 +243,10 @@ class Sample:
                            "checkpoint_sha256": self.checkpoint_sha256})
 
 
-def read_samples(path: Path, space: SearchSpace, checkpoint_sha256: str) -> dict[ArchConfig, Sample]:
-    """Measured samples of this checkpoint (keyed by canonical arch); lines of other checkpoints and a
-    torn last line (an interrupted write) are skipped."""
+def read_samples(path: Path, space: SearchSpace, checkpoint_sha256: str,
+                 images: int | None = None) -> dict[ArchConfig, Sample]:
+    """Measured samples of this checkpoint (keyed by canonical arch) on `images` validation images (any
+    when None); lines of other checkpoints or validation subsets and a torn last line are skipped."""
     out: dict[ArchConfig, Sample] = {}
     if not path.exists():
         return out
@@ -255,7 +258,7 @@ def read_samples(path: Path, space: SearchSpace, checkpoint_sha256: str) -> dict
                             str(d["checkpoint_sha256"]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             continue
-        if sample.checkpoint_sha256 == checkpoint_sha256:
+        if sample.checkpoint_sha256 == checkpoint_sha256 and images in (None, sample.images):
             out[arch] = sample
     return out
 
@@ -267,11 +270,12 @@ def measure_samples(
     space: SearchSpace,
     checkpoint_sha256: str,
     progress: bool = True,
+    images: int | None = None,
 ) -> list[Sample]:
     """Measure every arch not yet in `path` (append one JSON line each, flushed), return all of `archs`."""
     from tqdm import tqdm
 
-    done = read_samples(path, space, checkpoint_sha256)
+    done = read_samples(path, space, checkpoint_sha256, images)
     todo = [a for a in archs if a not in done]
     path.parent.mkdir(parents=True, exist_ok=True)
     torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
@@ -350,7 +354,8 @@ def fit_predictor(
         return r.accuracy, r.loss, r.images
 
     t0 = time.perf_counter()
-    measured = measure_samples(archs, measure, run.path / SAMPLES_FILE, space, run.checkpoint_sha256, progress)
+    measured = measure_samples(archs, measure, run.path / SAMPLES_FILE, space, run.checkpoint_sha256, progress,
+                               images=len(val))
     t1 = time.perf_counter()
     train_idx, held_idx = split_holdout(len(measured), holdout)
     tr = [measured[i] for i in train_idx]
