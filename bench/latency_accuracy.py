@@ -96,8 +96,9 @@ def evaluate_target(profile, run_dir: Path, space, num_classes: int, archs: list
 
 
 def find_flip(results: list[dict]) -> dict | None:
-    """The pair of sub-networks whose measured p50 order flips between two targets by the widest margin."""
-    best = None
+    """A pair of sub-networks whose measured p50 order flips between two targets: the widest-margin
+    pair among those the tables also predict to flip (else the widest measured flip)."""
+    best, flips, predicted = None, 0, 0
     for ra, rb in itertools.combinations(results, 2):
         index_a = {json.dumps(a, sort_keys=True): i for i, a in enumerate(ra["archs"])}
         common = [(index_a[json.dumps(a, sort_keys=True)], j) for j, a in enumerate(rb["archs"])
@@ -107,15 +108,23 @@ def find_flip(results: list[dict]) -> dict | None:
             mb = rb["measured_p50"][j1] / rb["measured_p50"][j2]
             if (ma - 1) * (mb - 1) >= 0:
                 continue
+            flips += 1
+            pa = ra["predicted_p50"][i1] / ra["predicted_p50"][i2]
+            pb = rb["predicted_p50"][j1] / rb["predicted_p50"][j2]
+            agrees = (pa - 1) * (ma - 1) > 0 and (pb - 1) * (mb - 1) > 0
+            predicted += agrees
             margin = min(abs(ma - 1), abs(mb - 1))
-            if best is None or margin > best["margin"]:
-                pa = ra["predicted_p50"][i1] / ra["predicted_p50"][i2]
-                pb = rb["predicted_p50"][j1] / rb["predicted_p50"][j2]
+            key = (agrees, margin)
+            if best is None or key > (best["predicted_flip"], best["margin"]):
                 best = {"margin": margin, "targets": (ra["target"], rb["target"]),
                         "x": ra["archs"][i1], "y": ra["archs"][i2],
                         "measured": {ra["target"]: (ra["measured_p50"][i1], ra["measured_p50"][i2]),
                                      rb["target"]: (rb["measured_p50"][j1], rb["measured_p50"][j2])},
-                        "predicted_flip": (pa - 1) * (pb - 1) < 0 and (pa - 1) * (ma - 1) > 0}
+                        "predicted": {ra["target"]: (ra["predicted_p50"][i1], ra["predicted_p50"][i2]),
+                                      rb["target"]: (rb["predicted_p50"][j1], rb["predicted_p50"][j2])},
+                        "predicted_flip": agrees}
+    if best is not None:
+        best.update(measured_flips=flips, predicted_flips=predicted)
     return best
 
 
@@ -178,8 +187,11 @@ def main() -> int:
         print(f"\nlatency order flip between {a} and {b} (margin {flip['margin']:.0%}):")
         print(f"  X = {json.dumps(flip['x'])}\n  Y = {json.dumps(flip['y'])}")
         for t, (x, y) in flip["measured"].items():
-            print(f"  {t}: X {x:.3f} ms, Y {y:.3f} ms  -> {'X faster' if x < y else 'Y faster'}")
-        print(f"  tables predict the flip: {flip['predicted_flip']}")
+            px, py = flip["predicted"][t]
+            print(f"  {t}: measured X {x:.3f} ms, Y {y:.3f} ms -> {'X' if x < y else 'Y'} faster "
+                  f"(predicted X {px:.3f}, Y {py:.3f})")
+        print(f"  tables predict this flip: {flip['predicted_flip']}; pairs flipping between targets: "
+              f"{flip['measured_flips']} measured, {flip['predicted_flips']} of them predicted by the tables")
     else:
         print("\nno latency order flip between targets among the held-out sub-networks")
     if args.json:
