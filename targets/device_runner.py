@@ -6,7 +6,8 @@ here and a table measured on a device come from the same timing method:
 
 * sessions are configured as `exports.runtime` configures them for package verification and as the
   package README tells clients (ONNX Runtime: intra-op threads, sequential; OpenVINO: latency hint,
-  one stream, f32 inference precision; LiteRT: builtin kernels for int8 graphs, XNNPACK otherwise),
+  one stream, f32 inference precision for float IRs, OpenVINO's default for int8 IRs; LiteRT:
+  builtin kernels for int8 graphs, XNNPACK otherwise),
   so the table predicts what a shipped package measures -- keep the two in step;
 * every model gets a random input of its own input shape and dtype (float32, or int8/uint8 for
   fully-quantized TFLite) -- latency does not depend on the values;
@@ -125,9 +126,12 @@ def load_runner(path: Path, runtime: str, threads: int, rng: np.random.Generator
         import openvino as ov
 
         core = ov.Core()
-        compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                         "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
-                                                         "INFERENCE_PRECISION_HINT": "f32"})
+        model = core.read_model(str(path))
+        config: dict[str, object] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                     "NUM_STREAMS": 1}
+        if not any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()):
+            config["INFERENCE_PRECISION_HINT"] = "f32"  # float IRs: no silent bf16 (as exports.runtime)
+        compiled = core.compile_model(model, "CPU", config)
         port = compiled.input(0)
         x = _random_input(list(port.get_partial_shape().to_shape()), np.dtype(np.float32), rng)
         request = compiled.create_infer_request()
