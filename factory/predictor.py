@@ -32,7 +32,7 @@ from supernets.space import SearchSpace
 
 PREDICTOR_FILE = "predictor.pt"
 SAMPLES_FILE = "predictor_samples.jsonl"
-PREDICTOR_VERSION = 1
+PREDICTOR_VERSION = 2  # 2: cost features + ridge member
 
 
 # ----- encoding ------------------------------------------------------------------------------------
