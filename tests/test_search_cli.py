@@ -82,15 +82,9 @@ def test_search_cli_verified_pick_meets_budgets(searchable_run: tuple[Path, Path
 
 def test_infeasible_target_exits_3_quickly_naming_the_closest(searchable_run: tuple[Path, Path]) -> None:
     run_dir, _ = searchable_run
-    from factory.run import load_run
-    from targets.latency import load_latency_model
-    from targets.profile import load_profile
-
     tmp = run_dir.parent
     shutil.copy(run_dir / "latency" / "unit-onnx.json", run_dir / "latency" / "unit-tight.json")
     prof = _profile(tmp, "unit-tight", "latency_p50_ms = 0.001\nmin_accuracy = 0.999")
-    run = load_run(run_dir)
-    fastest = load_latency_model(run_dir, load_profile(prof), space=run.space).predict(run.space.smallest())
     t0 = time.perf_counter()
     res = _factory("search", "--run", str(run_dir), "--target", str(prof), timeout=60)
     assert time.perf_counter() - t0 < 30
@@ -100,4 +94,5 @@ def test_infeasible_target_exits_3_quickly_naming_the_closest(searchable_run: tu
     assert "latency_p50_ms" in res.stderr and "min_accuracy" in res.stderr
     saved = json.loads((run_dir / "search" / "unit-tight" / "pareto.json").read_text())
     assert saved["chosen"] is None
-    assert saved["closest"]["misses"]["latency_p50_ms"]["excess"] >= fastest - 0.001 - 1e-6
+    miss = saved["closest"]["misses"]["latency_p50_ms"]
+    assert miss["excess"] > 0 and miss["excess"] == pytest.approx(miss["value"] - 0.001, abs=1e-5)
