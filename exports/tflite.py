@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from exports.keras_mirror import build_keras_model
 
 def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) -> Path:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the converter's C++ logs drown the progress lines
-    import tensorflow as tf
+    with _native_stderr_captured():  # TF's import logs (oneDNN, CUDA probing) bypass that setting
+        import tensorflow as tf
 
     kmodel = build_keras_model(model, spec.resolution, spec.in_channels)
     converter = tf.lite.TFLiteConverter.from_keras_model(kmodel)
@@ -37,11 +39,36 @@ def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) ->
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: _representative(nhwc)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    with contextlib.redirect_stdout(io.StringIO()):  # Keras 3 prints its whole SavedModel signature
+    # Keras 3 prints its whole SavedModel signature on stdout; the int8 calibrator prints to the C-level
+    # stderr and warns about float I/O (which we keep on purpose). Shown only if the conversion fails.
+    with contextlib.redirect_stdout(io.StringIO()), _native_stderr_captured(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         data = converter.convert()
     path = out_dir / FORMATS["tflite"].file_name
     path.write_bytes(data)
     return path
+
+
+@contextlib.contextmanager
+def _native_stderr_captured() -> Iterator[None]:
+    """Redirect file descriptor 2 (C++ logs) to a temporary file; replay it if the body raises."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _representative(images_nhwc: np.ndarray) -> Iterator[list[np.ndarray]]:

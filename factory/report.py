@@ -53,11 +53,16 @@ def _vs(value: float | None, budget: float | None, digits: int = 3) -> str:
 
 
 def arch_summary(arch: dict[str, Any] | None) -> str:
-    """Compact human form: r28 d[2,3,4,2,2] k-mean e-mean (full arch is in the package manifest)."""
+    """Compact human form: resolution, depth per stage, mean kernel and expand ratio of the blocks that
+    run (the full arch is in the package manifest)."""
     if not arch:
         return "–"
     depths = arch["depths"]
-    return f"r{arch['resolution']} d{''.join(str(d) for d in depths)}"
+    per_stage = len(arch["kernel_sizes"]) // max(1, len(depths))
+    active = [i * per_stage + pos for i, d in enumerate(depths) for pos in range(d)]
+    k = sum(arch["kernel_sizes"][i] for i in active) / max(1, len(active))
+    e = sum(arch["expand_ratios"][i] for i in active) / max(1, len(active))
+    return f"r{arch['resolution']} d{''.join(str(d) for d in depths)} k{k:.1f} e{e:.1f}"
 
 
 def _rows(outcomes: list[TargetOutcome]) -> list[list[str]]:

@@ -129,6 +129,7 @@ def _record_package(outcome: TargetOutcome, package: Path, out_dir: Path) -> Non
         outcome.size_mb = first.get("size_bytes", 0) / 1e6 if first.get("size_bytes") else None
     outcome.macs = metrics.get("macs")
     outcome.formats_passed = [f["format"] for f in manifest["files"]]
+    package, out_dir = package.resolve(), out_dir.resolve()
     outcome.package = str(package.relative_to(out_dir)) if package.is_relative_to(out_dir) else str(package)
 
 
