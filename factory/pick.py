@@ -106,8 +106,7 @@ def verify_pick(run: Any, profile: Any, result: SearchResult, config: VerifyConf
     with tempfile.TemporaryDirectory(prefix="factory-verify-", dir=workdir) as tmp:
         while queue and len(checked) < config.max_checks:
             queue = [c for c in queue if _still_feasible(c, budgets, ratios)]
-            batch = _spread(queue, config.top)
-            queue = [c for c in queue if all(c is not b for b in batch)]
+            batch, queue = queue[: config.top], queue[config.top :]
             accs = {id(c): measure_accuracy(run, c.arch) for c in batch}
             accuracy_checked += len(batch)
             for c in sorted(batch, key=lambda c: -accs[id(c)]):
@@ -134,19 +133,6 @@ def verify_pick(run: Any, profile: Any, result: SearchResult, config: VerifyConf
         f"({accuracy_checked} accuracy-checked, {len(checked)} exported: {worst or 'none left to export'}); "
         f"measured/predicted ratios {({k: round(v, 2) for k, v in ratios.items()})}. The predictions are "
         f"optimistic for this target: re-measure its latency table (on a quiet machine) or relax the budgets")
-
-
-def _spread(queue: list[Candidate], k: int) -> list[Candidate]:
-    """The first candidate (best predicted) plus k-1 spread evenly along the rest of the front.
-
-    Why: predicted accuracy differences between neighbours on the front are often smaller than the
-    predictor's error (on mnist5k the whole space spans ~5 points), so measuring a spread of the front
-    finds the truly most accurate feasible candidate more often than measuring the top-k predicted."""
-    if len(queue) <= k:
-        return list(queue)
-    step = (len(queue) - 1) / (k - 1) if k > 1 else 0
-    picked = sorted({round(i * step) for i in range(k)})
-    return [queue[i] for i in picked]
 
 
 def _notes(profile: Any) -> str:

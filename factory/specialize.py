@@ -26,7 +26,7 @@ class SpecializeOptions:
     population: int = 100
     generations: int = 100
     seed: int = 0
-    verify_top: int = 10
+    verify_top: int = 3
     latency_repeats: int = 200
 
 

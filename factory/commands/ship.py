@@ -51,9 +51,8 @@ def _summarise(outcomes, out: Path, as_json: bool) -> None:
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("dist"),
               show_default=True, help="Where packages (OUT/<target>/<package>/) and report.md/html go.")
 @_search_options
-@click.option("--verify-top", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Front candidates (best predicted + a spread of the rest) whose accuracy is measured; the "
-                   "most accurate is exported and timed, the first to meet every budget ships.")
+@click.option("--verify-top", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Candidates checked for real (BN-recalibrated accuracy, latency of the exported file).")
 @json_option
 def specialize_command(run_dir, targets_spec, out, population, generations, seed, verify_top, as_json) -> None:
     """For every target: latency table (measured if missing), search, export in the target's runtime and
