@@ -30,33 +30,22 @@ class BenchTarget:
     inputs: str
 
 
-@dataclass(frozen=True)
-class _Constraints:
-    latency_p50_ms: float | None = None
-    latency_p95_ms: float | None = None
-    size_mb: float | None = None
-    peak_memory_mb: float | None = None
-    min_accuracy: float | None = None
-
-
-@dataclass(frozen=True)
-class _Profile:
-    name: str
-    constraints: _Constraints
-
-
 def load_targets(run_dir: str | None, targets: str) -> list[BenchTarget]:
     """The (accuracy, latency, budgets) inputs of each target: real ones from a run, else proxies."""
     if run_dir is None:
         from factory.search_proxies import CostLatencyModel, SyntheticAccuracy
         from supernets import get_space
+        from targets.profile import Constraints, TargetProfile
 
         space = get_space()
         acc, lat = SyntheticAccuracy(space), CostLatencyModel(space)
         what = "proxies: MACs-based latency, synthetic accuracy (no --run)"
-        return [BenchTarget("proxy-latency", space, acc, lat, _Profile("proxy-latency", _Constraints(0.3)), what),
+        def proxy(name: str, **budgets: float) -> TargetProfile:
+            return TargetProfile(name, "onnxruntime", "fp32", constraints=Constraints(**budgets))
+
+        return [BenchTarget("proxy-latency", space, acc, lat, proxy("proxy-latency", latency_p50_ms=0.3), what),
                 BenchTarget("proxy-latency-size", space, acc, lat,
-                            _Profile("proxy-latency-size", _Constraints(0.5, size_mb=6.0)), what)]
+                            proxy("proxy-latency-size", latency_p50_ms=0.5, size_mb=6.0), what)]
     from factory.predictor import load_predictor
     from factory.run import load_run
     from targets.latency import load_latency_model

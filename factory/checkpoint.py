@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.errors import UserInputError
-from factory.run import atomic_torch_save, load_torch_file
+from factory.run import atomic_torch_save, load_tagged_torch_file
 
 CHECKPOINT_FORMAT = "ofa-factory-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -60,12 +60,7 @@ def save_checkpoint(path: Path, position: Position, config_toml: str, model: dic
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read and check a checkpoint; a truncated or foreign file raises UserInputError naming it."""
-    blob = load_torch_file(path, what="checkpoint")
-    if blob.get("format") != CHECKPOINT_FORMAT:
-        raise UserInputError(f"{path}: not an ofa-factory training checkpoint (format {blob.get('format')!r})")
-    if blob.get("version") != CHECKPOINT_VERSION:
-        raise UserInputError(
-            f"{path}: checkpoint version {blob.get('version')!r}; this tool reads {CHECKPOINT_VERSION}")
+    blob = load_tagged_torch_file(path, "checkpoint", "training checkpoint", CHECKPOINT_FORMAT, CHECKPOINT_VERSION)
     missing = [k for k in ("position", "model", "config_toml") if k not in blob]
     if missing:
         raise UserInputError(f"{path}: checkpoint lacks {missing}")

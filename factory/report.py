@@ -39,10 +39,6 @@ class TargetOutcome:
         return asdict(self)
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def _vs(value: float | None, budget: float | None, digits: int = 3) -> str:
     if value is None:
         return "–"

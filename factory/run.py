@@ -115,12 +115,16 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def read_supernet_file(path: Path) -> dict[str, Any]:
-    blob = load_torch_file(path, what="supernet")
-    if blob.get("format") != SUPERNET_FORMAT:
-        raise UserInputError(f"{path}: not an ofa-factory supernet file (format {blob.get('format')!r})")
-    if blob.get("version") != SUPERNET_VERSION:
-        raise UserInputError(
-            f"{path}: supernet file version {blob.get('version')!r}; this tool reads {SUPERNET_VERSION}")
+    return load_tagged_torch_file(path, "supernet", "supernet file", SUPERNET_FORMAT, SUPERNET_VERSION)
+
+
+def load_tagged_torch_file(path: Path, what: str, kind: str, fmt: str, version: int) -> dict[str, Any]:
+    """`load_torch_file`, then check the format tag and version this tool writes into its own files."""
+    blob = load_torch_file(path, what=what)
+    if blob.get("format") != fmt:
+        raise UserInputError(f"{path}: not an ofa-factory {kind} (format {blob.get('format')!r})")
+    if blob.get("version") != version:
+        raise UserInputError(f"{path}: {kind} version {blob.get('version')!r}; this tool reads {version}")
     return blob
 
 

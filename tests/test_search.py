@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -19,21 +18,11 @@ from factory.nsga import GenomeLayout, crossover_uniform, individual_class, make
 from factory.search import Budgets, Candidate, Prediction, nondominated, random_search, search
 from factory.search_proxies import CostLatencyModel, SyntheticAccuracy
 from supernets import get_space
+from targets.profile import Constraints, TargetProfile
 
 
-@dataclass(frozen=True)
-class _Constraints:
-    latency_p50_ms: float | None = None
-    latency_p95_ms: float | None = None
-    size_mb: float | None = None
-    peak_memory_mb: float | None = None
-    min_accuracy: float | None = None
-
-
-@dataclass(frozen=True)
-class _Profile:
-    constraints: _Constraints
-    name: str = "unit"
+def _profile(**budgets: float) -> TargetProfile:
+    return TargetProfile("unit", "onnxruntime", "fp32", constraints=Constraints(**budgets))
 
 
 SPACE = get_space()
@@ -91,7 +80,7 @@ def test_canonical_key_matches_space_canonical() -> None:
 
 
 def test_same_seed_same_front_and_different_seed_differs() -> None:
-    prof = _Profile(_Constraints(latency_p50_ms=0.4))
+    prof = _profile(latency_p50_ms=0.4)
     r1 = search(SPACE, ACC, LAT, prof, population=24, generations=8, seed=7)
     r2 = search(SPACE, ACC, LAT, prof, population=24, generations=8, seed=7)
     r3 = search(SPACE, ACC, LAT, prof, population=24, generations=8, seed=8)
@@ -101,7 +90,7 @@ def test_same_seed_same_front_and_different_seed_differs() -> None:
 
 
 def test_process_pool_map_gives_the_same_result_as_map() -> None:
-    prof = _Profile(_Constraints(latency_p50_ms=0.4))
+    prof = _profile(latency_p50_ms=0.4)
     serial = search(SPACE, ACC, LAT, prof, population=16, generations=4, seed=3)
     with ProcessPoolExecutor(max_workers=2) as pool:
         pooled = search(SPACE, ACC, LAT, prof, population=16, generations=4, seed=3, map_fn=pool.map, chunk_size=8)
@@ -134,7 +123,7 @@ def test_feasible_dominates_infeasible_and_smaller_violation_dominates_larger() 
 
 
 def test_search_pick_meets_budgets_and_beats_random_baseline_accuracy() -> None:
-    prof = _Profile(_Constraints(latency_p50_ms=0.3, size_mb=6.0))
+    prof = _profile(latency_p50_ms=0.3, size_mb=6.0)
     r = search(SPACE, ACC, LAT, prof, population=40, generations=25, seed=0)
     assert r.objectives == ("accuracy", "latency_p50_ms", "size_mb")
     assert r.chosen is not None and r.closest is None
@@ -147,7 +136,7 @@ def test_search_pick_meets_budgets_and_beats_random_baseline_accuracy() -> None:
 
 def test_infeasible_target_returns_closest_with_misses_quickly() -> None:
     fastest = LAT.predict(SPACE.smallest())
-    prof = _Profile(_Constraints(latency_p50_ms=fastest * 0.5, min_accuracy=0.999))
+    prof = _profile(latency_p50_ms=fastest * 0.5, min_accuracy=0.999)
     t0 = time.perf_counter()
     r = search(SPACE, ACC, LAT, prof, population=100, generations=30, seed=0)
     assert time.perf_counter() - t0 < 20

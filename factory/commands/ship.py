@@ -25,13 +25,10 @@ def _search_options(f):
 
 
 def _summarise(outcomes, out: Path, as_json: bool) -> None:
-    from factory.report import TargetOutcome
-
     if as_json:
         print_json([o.to_dict() for o in outcomes])
     else:
         for o in outcomes:
-            assert isinstance(o, TargetOutcome)
             if o.status == "shipped":
                 click.echo(f"{o.target:<16} shipped  {o.package}  accuracy {100 * (o.accuracy or 0):.2f}%  "
                            f"p50 {o.latency_p50_ms:.3f} ms  p95 {o.latency_p95_ms:.3f} ms  size {o.size_mb:.2f} MB")
