@@ -27,7 +27,7 @@ MNIST_SOURCE = "mnist5k"
 CIFAR_PREFIX = "cifar10:"
 
 # Fractions of each class held out. calib feeds BN recalibration (>= 256 images on mnist5k: 6% of 5000 = 300).
-VAL_FRACTION = 0.16
+VAL_FRACTION = 0.16  # default; a run may set its own (`[data] val_fraction`)
 CALIB_FRACTION = 0.06
 
 
@@ -56,6 +56,7 @@ class Dataset:
     image_size: int
     seed: int
     skipped_files: tuple[str, ...] = ()
+    val_fraction: float = VAL_FRACTION
 
     @property
     def num_classes(self) -> int:
@@ -71,6 +72,7 @@ class Dataset:
             "std": list(self.std),
             "image_size": self.image_size,
             "split_seed": self.seed,
+            "val_fraction": self.val_fraction,
             "sizes": {"train": len(self.train), "val": len(self.val), "calib": len(self.calib)},
             "skipped_files": list(self.skipped_files),
         }
@@ -90,8 +92,13 @@ def to_model_input(
     return (x - m) / s
 
 
-def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image: OnBadImage = "fail") -> Dataset:
+def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image: OnBadImage = "fail",
+                 val_fraction: float = VAL_FRACTION) -> Dataset:
     """Load `source` ("mnist5k" | "cifar10:PATH" | an ImageFolder PATH) and split it deterministically.
+
+    `val_fraction` of every class goes to validation (CIFAR-10 validates on its own test batch instead).
+    A larger validation split costs training images but makes sub-network accuracies less noisy: on
+    mnist5k 800 images (0.16) give a split-half rank reliability of only ~0.75 between sub-networks.
 
     mnist5k keeps its native 28 px and CIFAR-10 its 32 px; ImageFolder images are resized to
     `image_size` (the largest resolution of the space). Raises UserInputError on bad input.
@@ -103,7 +110,7 @@ def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image:
     skipped: tuple[str, ...] = ()
     if source == MNIST_SOURCE:
         images, labels, names = _load_mnist5k()
-        pool = _stratified_split(labels, seed)
+        pool = _stratified_split(labels, seed, val_fraction)
     elif source.startswith(CIFAR_PREFIX):
         images, labels, names, test_start = _load_cifar10(Path(source[len(CIFAR_PREFIX):]))
         train_idx, calib_idx = _stratified_two_way(labels[:test_start], seed, CALIB_FRACTION)
@@ -111,7 +118,7 @@ def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image:
         pool = (train_idx, test_idx, calib_idx)
     else:
         images, labels, names, skipped = _load_image_folder(Path(source), image_size, on_bad_image)
-        pool = _stratified_split(labels, seed)
+        pool = _stratified_split(labels, seed, val_fraction)
     train_idx, val_idx, calib_idx = pool
     if len(train_idx) == 0 or len(val_idx) == 0 or len(calib_idx) == 0:
         raise UserInputError(
@@ -131,12 +138,14 @@ def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image:
         image_size=int(images.shape[-1]),
         seed=seed,
         skipped_files=skipped,
+        val_fraction=val_fraction,
     )
 
 
 # ----- splitting ----------------------------------------------------------------------------------
-def _stratified_split(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per class: shuffle with `seed`, take VAL_FRACTION to val, CALIB_FRACTION to calib, rest to train.
+def _stratified_split(labels: torch.Tensor, seed: int,
+                      val_fraction: float = VAL_FRACTION) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per class: shuffle with `seed`, take `val_fraction` to val, CALIB_FRACTION to calib, rest to train.
     Classes with >= 3 images put at least one image in each split."""
     gen = torch.Generator().manual_seed(seed)
     parts: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
@@ -144,7 +153,7 @@ def _stratified_split(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, to
         idx = torch.nonzero(labels == cls).flatten()
         idx = idx[torch.randperm(len(idx), generator=gen)]
         n = len(idx)
-        n_val = max(1, round(n * VAL_FRACTION)) if n >= 3 else 0
+        n_val = max(1, round(n * val_fraction)) if n >= 3 else 0
         n_calib = max(1, round(n * CALIB_FRACTION)) if n >= 3 else 0
         parts[1].append(idx[:n_val])
         parts[2].append(idx[n_val:n_val + n_calib])

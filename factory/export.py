@@ -178,6 +178,7 @@ def _lineage(run: Run, profile: TargetProfile | None, extra: dict[str, Any] | No
         "space": {"name": run.space.name},
         "data_source": run.data_source,
         "split_seed": run.split_seed,
+        "val_fraction": run.val_fraction,
         "target_profile": profile.name if profile else None,
         "search_seed": None,
         **(extra or {}),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -94,28 +95,50 @@ def _still_feasible(c: Candidate, budgets: Budgets, ratios: dict[str, float]) ->
 
 
 def verify_pick(run: Any, profile: Any, result: SearchResult, config: VerifyConfig = VerifyConfig(),
-                workdir: Path | None = None) -> SearchResult:
+                workdir: Path | None = None, known: Sequence[tuple[Candidate, float]] = ()) -> SearchResult:
     """Choose the most accurate candidate of the front that meets every budget when measured (see
-    the module docstring). Returns `result` with `chosen` (measured) and `checked` (every exported
-    candidate, in order). InfeasibleTargetError if none of `config.max_checks` exports passes."""
+    the module docstring). `known`: candidates whose accuracy is already measured (the predictor's
+    samples, the uniformly scaled networks among them), with that accuracy; the predicted-feasible ones
+    join the first batch at no cost (instead of their place in the front, if they are on it), so a
+    measured network more accurate than the predicted front is not passed over. Returns `result` with
+    `chosen` (measured) and `checked` (every exported candidate, in order). InfeasibleTargetError if
+    none of `config.max_checks` exports passes."""
     budgets = result.budgets
-    queue = list(result.feasible)
+    key = run.space.canonical
+    known_acc = {key(c.arch): acc for c, acc in known}
+    queue = [c for c in result.feasible if key(c.arch) not in known_acc]
+    extra = [c for c, _ in known if c.feasible]  # all in the first batch: their accuracy costs nothing
     ratios: dict[str, float] = {}
     checked: list[Candidate] = []
-    accuracy_checked = 0
+    accs: dict[ArchConfig, float] = {}
+    measured_here = 0
+
+    def accuracy(c: Candidate) -> float:
+        nonlocal measured_here
+        k = key(c.arch)
+        if k not in accs:
+            if k in known_acc:
+                accs[k] = known_acc[k]
+            else:
+                accs[k] = measure_accuracy(run, c.arch)
+                measured_here += 1
+        return accs[k]
+
     with tempfile.TemporaryDirectory(prefix="factory-verify-", dir=workdir) as tmp:
-        while queue and len(checked) < config.max_checks:
+        while (queue or extra) and len(checked) < config.max_checks:
             queue = [c for c in queue if _still_feasible(c, budgets, ratios)]
             batch, queue = queue[: config.top], queue[config.top :]
-            accs = {id(c): measure_accuracy(run, c.arch) for c in batch}
-            accuracy_checked += len(batch)
-            for c in sorted(batch, key=lambda c: -accs[id(c)]):
-                if budgets.min_accuracy is not None and accs[id(c)] < budgets.min_accuracy:
+            batch, extra = batch + extra, []
+            for c in sorted(batch, key=lambda c: -accuracy(c)):
+                acc = accuracy(c)
+                if budgets.min_accuracy is not None and acc < budgets.min_accuracy:
                     continue  # no export needed: it already fails the accuracy budget
                 if len(checked) >= config.max_checks:
                     break
+                if not _still_feasible(c, budgets, ratios):
+                    continue  # an earlier export showed the predictions are optimistic by more than its margin
                 p50, p95, size = measure_export(run, profile, c.arch, config, Path(tmp) / f"c{len(checked)}")
-                m = Measurement(accs[id(c)], p50, p95, size, c.predicted.peak_memory_mb, _notes(profile))
+                m = Measurement(acc, p50, p95, size, c.predicted.peak_memory_mb, _notes(profile))
                 done = replace(c, measured=m, measured_checks=_measured_checks(budgets, c, m))
                 checked.append(done)
                 for name in _CORRECTED:
@@ -123,14 +146,15 @@ def verify_pick(run: Any, profile: Any, result: SearchResult, config: VerifyConf
                     if pred > 0 and got == got:
                         ratios[name] = max(ratios.get(name, 1.0), got / pred)
                 if done.passes_measured:
-                    notes = [*result.notes, f"verified: accuracy of {accuracy_checked} candidate(s) measured, "
+                    notes = [*result.notes, f"verified: accuracy of {measured_here} candidate(s) measured now, "
+                                            f"{len(accs) - measured_here} known from the predictor's samples; "
                                             f"{len(checked)} exported and timed"]
                     return replace(result, chosen=done, checked=checked, notes=notes)
     worst = "; ".join(f"{arch_label(c.arch)}: " + ", ".join(
         m.describe() for m in (c.measured_checks or {}).values() if m.excess > 0) for c in checked)
     raise InfeasibleTargetError(
         f"target {profile.name!r}: no candidate predicted to meet every budget does when measured "
-        f"({accuracy_checked} accuracy-checked, {len(checked)} exported: {worst or 'none left to export'}); "
+        f"({len(accs)} accuracy-checked, {len(checked)} exported: {worst or 'none left to export'}); "
         f"measured/predicted ratios {({k: round(v, 2) for k, v in ratios.items()})}. The predictions are "
         f"optimistic for this target: re-measure its latency table (on a quiet machine) or relax the budgets")
 

@@ -44,6 +44,7 @@ class Run:
     data_source: str
     split_seed: int
     on_bad_image: str
+    val_fraction: float
     supernet: Supernet
     checkpoint_sha256: str
     _dataset: Dataset | None = field(default=None, repr=False)
@@ -58,12 +59,14 @@ class Run:
             from factory.data import load_dataset
 
             self._dataset = load_dataset(self.data_source, image_size=self.image_size, seed=self.split_seed,
-                                         on_bad_image=self.on_bad_image)  # type: ignore[arg-type]
+                                         on_bad_image=self.on_bad_image,  # type: ignore[arg-type]
+                                         val_fraction=self.val_fraction)
         return self._dataset
 
 
 def load_run(path: str | Path) -> Run:
     """Read a run folder; UserInputError naming the file when something is missing or corrupt."""
+    from factory.data import VAL_FRACTION
     from supernets import Supernet, get_space
 
     root = Path(path)
@@ -97,6 +100,7 @@ def load_run(path: str | Path) -> Run:
         data_source=str(data["source"]),
         split_seed=int(data["split_seed"]),
         on_bad_image=str(data.get("on_bad_image", "fail")),
+        val_fraction=float(data.get("val_fraction", VAL_FRACTION)),
         supernet=net,
         checkpoint_sha256=sha256_file(root / SUPERNET_FILE),
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.errors import FactoryError, InfeasibleTargetError
-from factory.search import MapFn, SearchResult, arch_label, search
+from factory.search import Budgets, Candidate, CandidateEvaluator, MapFn, SearchResult, arch_label, search
 
 DIRECT_CAP = (8, 3)  # (population, generations) when accuracy is measured, not predicted
 SEARCH_DIR = "search"
@@ -30,6 +30,28 @@ class DirectAccuracy:
         from factory.evaluate import evaluate_arch
 
         return [evaluate_arch(self.run, a).accuracy for a in archs]
+
+
+def known_candidates(run: Any, accuracy_fn: Any, latency: Any, budgets: Budgets) -> list[tuple[Candidate, float]]:
+    """Every sub-network whose accuracy the predictor fit already measured on the whole validation split
+    (the uniform grid among them), as candidates with their measured accuracy, for the verification.
+    Without a predictor their measured accuracy stands in for the prediction."""
+    from factory.predictor import SAMPLES_FILE, read_samples
+
+    samples = read_samples(run.path / SAMPLES_FILE, run.space, run.checkpoint_sha256, images=len(run.dataset().val))
+    archs = list(samples)
+    if isinstance(accuracy_fn, DirectAccuracy):
+        accuracy_fn = _MeasuredAccuracy({a: s.accuracy for a, s in samples.items()})
+    preds = CandidateEvaluator(accuracy_fn, latency)(archs)
+    return [(Candidate(a, p, budgets.check(p)), samples[a].accuracy) for a, p in zip(archs, preds, strict=True)]
+
+
+@dataclass(frozen=True)
+class _MeasuredAccuracy:
+    table: dict
+
+    def __call__(self, archs: list) -> list[float]:
+        return [self.table[a] for a in archs]
 
 
 def search_dir(run_dir: Path, target_name: str) -> Path:
@@ -99,7 +121,8 @@ def run_search(
         raise InfeasibleTargetError(infeasible_message(result, profile.name))
     if verify_top > 0:
         try:
-            result = verify_pick(run, profile, result, VerifyConfig(top=verify_top))
+            known = known_candidates(run, accuracy_fn, latency, result.budgets)
+            result = verify_pick(run, profile, result, VerifyConfig(top=verify_top), known=known)
         except InfeasibleTargetError:
             write_outputs(result, out, profile.name, info)
             raise

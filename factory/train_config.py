@@ -27,6 +27,7 @@ class DataConfig:
     source: str = "mnist5k"
     on_bad_image: str = "fail"
     split_seed: int = 0
+    val_fraction: float = 0.16  # share of each class held out for validation (and predictor measurements)
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ def validate_config(cfg: TrainConfig, origin: str = "config") -> None:
 
     t, m, r, d = cfg.train, cfg.model, cfg.runtime, cfg.data
     need(d.on_bad_image in ("skip", "fail"), "data.on_bad_image", d.on_bad_image, "allowed: 'skip', 'fail'")
+    need(0.02 <= d.val_fraction <= 0.5, "data.val_fraction", d.val_fraction, "must be in [0.02, 0.5]")
     need(m.space in SPACES, "model.space", m.space, f"allowed: {sorted(SPACES)}")
     need(m.sampling in ("independent", "compound"), "model.sampling", m.sampling,
          "allowed: 'independent', 'compound'")

@@ -233,6 +233,15 @@ class SearchSpace:
         self.validate(arch)
         return arch
 
+    def uniform_grid(self) -> list[ArchConfig]:
+        """Every uniformly scaled sub-network (choices every stage offers), smallest first per resolution:
+        the baselines a user would try by hand, measured alongside the predictor's samples so the factory
+        never ships something a hand-scaled network beats on the same measurement."""
+        common = [sorted(set.intersection(*(set(getattr(st, f)) for st in self.stages)))
+                  for f in ("depth_choices", "kernel_choices", "expand_choices")]
+        return [self.uniform(r, d, k, e) for r in self.resolutions for d in common[0] for k in common[1]
+                for e in common[2]]
+
     def sample(self, rng: random.Random) -> ArchConfig:
         """A uniformly random sub-network (inactive slots random too, as in OFA's genome)."""
         depths: list[int] = []

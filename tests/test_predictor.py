@@ -17,6 +17,7 @@ from factory.predictor import (
     measure_samples,
     onehot_features,
     read_samples,
+    resolution_stage_features,
     spearman,
     split_holdout,
     stratified_archs,
@@ -39,6 +40,19 @@ def test_onehot_zeroes_inactive_slots_and_equal_nets_encode_equally() -> None:
     active_blocks = np.array([len(SPACE.active_blocks(a)) for a in archs])
     # one hot per resolution + per stage depth + (kernel, expand) per active block
     assert np.array_equal(x.sum(1), 1 + len(SPACE.stages) + 2 * active_blocks)
+
+
+def test_resolution_stage_features_fill_only_the_arch_resolution_block() -> None:
+    n_stages = len(SPACE.stages)
+    width = 3 * n_stages
+    for res in SPACE.resolutions:
+        arch = SPACE.uniform(res, 3, 5, 6)
+        x = resolution_stage_features(SPACE, [arch, SPACE.canonical(arch)])
+        assert np.array_equal(x[0], x[1])
+        block = SPACE.resolutions.index(res)
+        inside = x[0, block * width:(block + 1) * width]
+        assert np.allclose(inside, [5 / 7] * n_stages + [1.0] * n_stages + [3 / 4] * n_stages)
+        assert np.count_nonzero(x[0]) == width  # every other resolution's block stays zero
 
 
 def test_fit_recovers_a_monotone_relation_on_held_out_archs() -> None:

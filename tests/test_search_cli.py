@@ -55,9 +55,10 @@ def searchable_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                    "--val-images", "200", "--json")
     assert fit.returncode == 0, fit.stderr
     report = json.loads(fit.stdout)
-    assert report["samples"] == 30 and report["holdout"] == 8
+    assert report["samples"] == 30 + 108 and report["uniform"] == 108 and report["holdout"] == 8
+    assert report["train"] == 30 - 8 + 108  # the uniform grid is fitted on, never held out
     assert -1.0 <= report["holdout_spearman"] <= 1.0
-    assert len((run_dir / "predictor_samples.jsonl").read_text().splitlines()) == 30
+    assert len((run_dir / "predictor_samples.jsonl").read_text().splitlines()) == 30 + 108
     assert (run_dir / "predictor.pt").is_file()
     return run_dir, prof_path
 
@@ -96,3 +97,32 @@ def test_infeasible_target_exits_3_quickly_naming_the_closest(searchable_run: tu
     assert saved["chosen"] is None
     miss = saved["closest"]["misses"]["latency_p50_ms"]
     assert miss["excess"] > 0 and miss["excess"] == pytest.approx(miss["value"] - 0.001, abs=1e-5)
+
+
+def test_verification_ships_a_measured_network_the_predicted_front_ranks_lower(
+        searchable_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """A sub-network whose accuracy is already measured (here: the largest uniform one, given a measured
+    accuracy above anything else) joins the verification and wins when it meets the budgets, without
+    being measured again; the front's own candidates are still measured for real."""
+    from factory.pick import VerifyConfig, verify_pick
+    from factory.predictor import load_predictor
+    from factory.run import load_run
+    from factory.search import Candidate, CandidateEvaluator, search
+    from targets.latency import load_latency_model
+    from targets.profile import load_profile
+
+    run_dir, prof_path = searchable_run
+    run = load_run(run_dir)
+    profile = load_profile(prof_path)
+    latency = load_latency_model(run.path, profile, space=run.space, num_classes=run.num_classes)
+    predictor = load_predictor(run.path, run.space, run.checkpoint_sha256)
+    result = search(run.space, predictor, latency, profile, population=16, generations=3, seed=0)
+    small = run.space.canonical(run.space.uniform(min(run.space.resolutions), 2, 3, 3))
+    (pred,) = CandidateEvaluator(predictor, latency)([small])
+    known = Candidate(small, pred, result.budgets.check(pred))
+    assert known.feasible
+    verified = verify_pick(run, profile, result, VerifyConfig(top=2, rounds=1, repeats=20), workdir=tmp_path,
+                           known=[(known, 1.0)])
+    assert verified.chosen.arch == small and verified.chosen.measured.accuracy == 1.0
+    assert verified.chosen.passes_measured
+    assert "2 candidate(s) measured now, 1 known" in verified.notes[-1]

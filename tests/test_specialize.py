@@ -52,7 +52,7 @@ def specialized(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
                             progress=False, samples=24)
         paths.append(path)
     fit = _factory("predictor", "fit", "--run", str(run_dir), "--samples", "30", "--holdout", "8",
-                   "--val-images", "200")
+                   "--val-images", "200", "--no-uniform")
     assert fit.returncode == 0, fit.stderr
     dist = tmp / "dist"
     res = _factory("specialize", "--run", str(run_dir), "--targets", ",".join(str(p) for p in paths),

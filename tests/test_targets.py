@@ -16,7 +16,7 @@ from supernets import cost, get_space
 from targets.blocks import block_keys, block_shapes, latency_feature_names
 from targets.latency import LatencyModel, load_latency_model, table_path
 from targets.measure import measure_file
-from targets.probe import import_results, sample_archs, write_probe_bundle
+from targets.probe import export_models, import_results, sample_archs, write_probe_bundle
 from targets.profile import parse_profile
 from targets.size import exported_size_bytes
 from targets.table import LatencyTable, LatencyTableError
@@ -208,3 +208,11 @@ def test_cli_import_writes_the_run_table(tmp_path: Path, results: Path, tiny_run
     summary = json.loads(result.output)
     assert Path(summary["table"]) == table_path(run, "ci-onnx") and table_path(run, "ci-onnx").exists()
     assert summary["method"]["samples"] == SAMPLES and 0 <= summary["fit"]["p50_cv5"]["within_10pct"] <= 1
+
+
+def test_worker_processes_export_the_same_files_as_one_process(tmp_path: Path, space, profile):
+    archs = sample_archs(space, 4, seed=3)
+    one = export_models(profile, space, 10, archs, tmp_path / "one", progress=False, jobs=1)
+    two = export_models(profile, space, 10, archs, tmp_path / "two", progress=False, jobs=2)
+    assert [p.relative_to(tmp_path / "one") for p in one] == [p.relative_to(tmp_path / "two") for p in two]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two, strict=True))
