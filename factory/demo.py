@@ -29,7 +29,7 @@ def ensure_predictor(run_dir: Path, samples: int, say: Callable[[str], None]) ->
     if load_predictor(run.path, run.space, run.checkpoint_sha256) is not None:
         say(f"reusing the accuracy predictor in {run_dir}")
         return
-    holdout = max(10, samples // 4)
+    holdout = min(50, max(10, samples // 4))
     say(f"fitting the accuracy predictor on {samples} measured sub-networks ({holdout} held out) "
         f"and the uniformly scaled ones")
     report = fit_predictor(run_dir, samples=samples, holdout=holdout)
@@ -37,7 +37,7 @@ def ensure_predictor(run_dir: Path, samples: int, say: Callable[[str], None]) ->
         f"(MACs alone {report.macs_spearman:.3f}); {report.samples} measured in {report.measure_seconds:.0f} s")
 
 
-def run_demo(run_dir: Path, out: Path, samples: int = 200, population: int = 100, generations: int = 100,
+def run_demo(run_dir: Path, out: Path, samples: int = 450, population: int = 100, generations: int = 100,
              seed: int = 0, say: Callable[[str], None] = print) -> list[TargetOutcome]:
     from factory.specialize import SpecializeOptions, specialize
 

@@ -275,9 +275,9 @@ def stratified_archs(space: SearchSpace, n: int, rng: random.Random, num_classes
                      size_bins: int = 3) -> list[ArchConfig]:
     """`n` distinct canonical sub-networks, round-robin over (resolution, MACs bin) cells so every
     resolution and every size range is covered equally. Deterministic for a given `rng` state."""
-    # The pool size does not depend on n (up to 250), so a smaller --samples is a prefix of a larger
+    # The pool size does not depend on n (up to 500), so a smaller --samples is a prefix of a larger
     # one: a fit can stop early and reuse every measurement.
-    pool = list(dict.fromkeys(space.canonical(space.sample(rng)) for _ in range(max(2500, 10 * n))))
+    pool = list(dict.fromkeys(space.canonical(space.sample(rng)) for _ in range(max(5000, 10 * n))))
     cells: list[list[ArchConfig]] = []
     for res in space.resolutions:
         members = sorted((a for a in pool if a.resolution == res), key=lambda a: cost(space, a, num_classes).macs)
@@ -398,7 +398,7 @@ def split_holdout(n: int, holdout: int) -> tuple[list[int], list[int]]:
 
 def fit_predictor(
     run_dir: str | Path,
-    samples: int = 200,
+    samples: int = 400,
     holdout: int = 50,
     seed: int = 0,
     val_images: int | None = None,

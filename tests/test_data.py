@@ -40,6 +40,13 @@ def test_mnist5k_split_is_stratified_deterministic_and_complete(mnist):
     assert mnist.describe()["class_names"] == [str(i) for i in range(10)]
 
 
+def test_val_fraction_sets_the_validation_share_and_is_recorded(mnist):
+    wide = load_dataset("mnist5k", seed=0, val_fraction=0.3)
+    assert len(wide.val) == 1500 and len(wide.calib) == len(mnist.calib)
+    assert len(wide.train) + len(wide.val) + len(wide.calib) == 5000
+    assert wide.describe()["val_fraction"] == 0.3 and mnist.describe()["val_fraction"] == 0.16
+
+
 def test_to_model_input_resizes_and_normalises(mnist):
     x = to_model_input(mnist.val.images[:4], 20, mnist.mean, mnist.std)
     assert x.shape == (4, 3, 20, 20) and x.dtype == torch.float32

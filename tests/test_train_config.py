@@ -44,6 +44,7 @@ def test_toml_round_trip_is_identity(tmp_path):
         ({"model": {"space": "resnet"}}, "ofa_mbv3"),
         ({"optim": {}}, "unknown section(s) ['optim']"),
         ({"train": {"sampler": "sandwich", "subnets_per_step": 1}}, "sandwich sampler needs >= 2"),
+        ({"data": {"val_fraction": 0.9}}, "data.val_fraction = 0.9 is not allowed; must be in [0.02, 0.5]"),
     ],
 )
 def test_bad_config_values_name_key_and_allowed_values(data, fragment):

@@ -14,9 +14,11 @@ def predictor() -> None:
 
 @predictor.command("fit")
 @run_option
-@click.option("--samples", type=click.IntRange(min=20), default=200, show_default=True,
-              help="Sub-networks to measure (stratified over resolution and size), held-out ones included. "
-                   "~1 s each on CPU; measurements are cached in the run, a rerun resumes.")
+@click.option("--samples", type=click.IntRange(min=20), default=400, show_default=True,
+              help="Random sub-networks to measure (stratified over resolution and size), held-out ones included. "
+                   "~0.3 s each for 1500 validation images on 2 CPU cores; measurements are cached in the run, a "
+                   "rerun resumes. More samples, better ranking: on the demo supernet held-out Spearman went "
+                   "0.77 -> 0.87 from 200 to 450.")
 @click.option("--holdout", type=click.IntRange(min=5), default=50, show_default=True,
               help="Samples kept out of the fit to report the rank correlation (Spearman).")
 @click.option("--val-images", type=click.IntRange(min=50), default=None,

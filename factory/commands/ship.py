@@ -88,8 +88,8 @@ def benchmark_command(package, repeats, threads, as_json) -> None:
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
               show_default=True, help="Run folder for the demo supernet (reused when already trained).")
 @click.option("--retrain", is_flag=True, help="Delete the demo run folder and train from scratch.")
-@click.option("--samples", type=click.IntRange(min=30), default=200, show_default=True,
-              help="Random sub-networks measured to fit the accuracy predictor (a quarter held out to score "
+@click.option("--samples", type=click.IntRange(min=30), default=450, show_default=True,
+              help="Random sub-networks measured to fit the accuracy predictor (50 of them held out to score "
                    "it); the uniformly scaled ones are measured as well.")
 @_search_options
 def demo_command(out, run_dir, retrain, samples, population, generations, seed) -> None:
