@@ -9,7 +9,8 @@
             the very same exporters and runtimes)
 
 Accuracy: validation split (sub-networks BN-recalibrated). Latency: each contender exported in the
-target's format/precision, timed in interleaved rounds, median of the per-round medians.
+target's format/precision, timed in interleaved rounds: p50 = lowest round median, p95 = median round
+p95 (the tables' method, targets/device_runner.py).
 Then the amortization figure: train-once + specialize-N vs N separate trainings of the picks
 (extrapolated from one measured epoch of each pick trained alone, for as many epochs as the supernet).
 
@@ -61,7 +62,8 @@ def measure_interleaved(files: dict[str, tuple[Path, int]], threads: int, rounds
             t = time_session(sess, x, warmup=10, repeats=repeats)
             per[k][0].append(t.p50_ms)
             per[k][1].append(t.p95_ms)
-    return {k: (statistics.median(a), statistics.median(b)) for k, (a, b) in per.items()}
+    # as targets.device_runner: lowest round median (load only adds time), median round p95
+    return {k: (min(a), statistics.median(b)) for k, (a, b) in per.items()}
 
 
 def train_mbv3_small(run, seconds: float, resolution: int, seed: int = 0) -> tuple[torch.nn.Module, float, int]:

@@ -17,8 +17,11 @@ here and a table measured on a device come from the same timing method:
 * the models are interleaved: each of `rounds` rounds visits every model once, in a freshly
   shuffled order (seeded), so a burst of load from another tenant (which can shift a whole batch of
   runs by 40%) hits all models alike instead of biasing whichever model happened to run then;
-* the reported p50 is the median over rounds of the round medians, the reported p95 the median over
-  rounds of the round p95s (robust to one disturbed round).
+* the reported p50 is the lowest of the round medians, the reported p95 the median over rounds of
+  the round p95s. Why the lowest: another process only ever adds time, and on a 2-core machine a
+  2-thread runtime loses its second core to any neighbour for whole rounds -- held-out ONNX Runtime
+  models measured up to 1.9x their table prediction with the median of 7 rounds; the least-disturbed
+  round is the reproducible figure (timeit's reasoning). p95 keeps the median: tails are its subject.
 
 Usage on the device (inside the unpacked bundle):
 
@@ -41,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS_SCHEMA = 1
+TIMING_METHOD = "interleaved shuffled rounds; p50 = lowest round median, p95 = median of round p95s"
 DEFAULT_WARMUP = 10
 DEFAULT_REPEATS = 50
 DEFAULT_ROUNDS = 7
@@ -148,7 +152,7 @@ def load_runner(path: Path, runtime: str, threads: int, rng: np.random.Generator
 def time_interleaved(runners: Sequence[Callable[[], object]], *, warmup: int = DEFAULT_WARMUP,
                      repeats: int = DEFAULT_REPEATS, rounds: int = DEFAULT_ROUNDS, seed: int = 0,
                      progress: Callable[[int], None] | None = None) -> list[tuple[float, float]]:
-    """(p50_ms, p95_ms) per runner: median over shuffled rounds of each round's median / p95."""
+    """(p50_ms, p95_ms) per runner: lowest round median / median round p95 over shuffled rounds."""
     rng = random.Random(seed)
     medians: list[list[float]] = [[] for _ in runners]
     p95s: list[list[float]] = [[] for _ in runners]
@@ -168,7 +172,7 @@ def time_interleaved(runners: Sequence[Callable[[], object]], *, warmup: int = D
             p95s[i].append(float(np.percentile(samples, 95)) / 1e6)
         if progress is not None:
             progress(1)
-    return [(float(np.median(m)), float(np.median(p))) for m, p in zip(medians, p95s, strict=True)]
+    return [(float(np.min(m)), float(np.median(p))) for m, p in zip(medians, p95s, strict=True)]
 
 
 def run_bundle(bundle: Path, out: Path, *, warmup: int, repeats: int, rounds: int, seed: int = 0) -> dict:
@@ -188,7 +192,7 @@ def run_bundle(bundle: Path, out: Path, *, warmup: int, repeats: int, rounds: in
                    "cpu_count": os.cpu_count(), "python": platform.python_version(),
                    "runtime_version": runtime_version(runtime)},
         "timing": {"warmup": warmup, "repeats": repeats, "rounds": rounds, "seed": seed,
-                   "method": "interleaved shuffled rounds; median of round medians / of round p95s"},
+                   "method": TIMING_METHOD},
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "manifest": manifest,
         "models": [{"id": m["id"], "p50_ms": p50, "p95_ms": p95}

@@ -1,7 +1,7 @@
 """Timing real exported files on this machine, with the one timing method of `device_runner`.
 
-See `targets.device_runner` for the method (warm-up, repeats, interleaved shuffled rounds, median of
-round medians / round p95s). Everything here calls that code, so a number measured by
+See `targets.device_runner` for the method (warm-up, repeats, interleaved shuffled rounds, lowest
+round median / median round p95). Everything here calls that code, so a number measured by
 `measure_file`, by `factory targets measure` and by a probe bundle on a device mean the same thing.
 """
 
@@ -83,7 +83,7 @@ def measure_table(profile: TargetProfile, space: SearchSpace, num_classes: int, 
                     for m, (p50, p95) in zip(manifest["models"], timings, strict=True)]
     method = {"kind": "end-to-end fit", "source": "measure", "samples": samples, "seed": seed,
               "timing": {"warmup": device_runner.DEFAULT_WARMUP, "repeats": repeats, "rounds": rounds,
-                         "method": "interleaved shuffled rounds; median of round medians / of round p95s"},
+                         "method": device_runner.TIMING_METHOD},
               "wall_seconds": round(time.perf_counter() - start, 1),
               "description": "sampled sub-networks timed end to end here; per-block entries from a "
                              "non-negative relative-error least-squares fit over per-block features"}
