@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +40,7 @@ class VerifyConfig:
     warmup: int = 20
     repeats: int = 100
     calibration_images: int = 64  # int8 calibration for the export
+    recheck_pause_s: float = 2.0  # a latency over budget is timed again (fresh session) after this pause
 
 
 _CORRECTED = ("latency_p50_ms", "latency_p95_ms", "size_mb")  # figures whose prediction error is learnt
@@ -54,10 +56,15 @@ def measure_accuracy(run: Any, arch: ArchConfig) -> float:
     return evaluate_arch(run, arch).accuracy
 
 
-def measure_export(run: Any, profile: Any, arch: ArchConfig, config: VerifyConfig,
-                   out: Path) -> tuple[float, float, float]:
+def measure_export(run: Any, profile: Any, arch: ArchConfig, config: VerifyConfig, out: Path,
+                   recheck_above_ms: float | None = None) -> tuple[float, float, float]:
     """(p50 ms, p95 ms, size MB) of `arch` exported for `profile`; latencies NaN when the target's
-    table was imported from another device (this machine cannot stand in for it)."""
+    table was imported from another device (this machine cannot stand in for it).
+
+    A p50 above `recheck_above_ms` (the budget) is confirmed before it is believed: the file is timed
+    again in a fresh session after a pause and the lower figures kept (load only adds time). Why: one
+    disturbed measurement of a 2-thread target on 2 cores read 2.1x its prediction in a demo run, and
+    the learnt correction then filtered out every better candidate."""
     from exports.convert import convert
     from exports.runtime import load_session, time_session
     from factory.data import to_model_input
@@ -73,10 +80,19 @@ def measure_export(run: Any, profile: Any, arch: ArchConfig, config: VerifyConfi
     size = _dir_size_mb(out)
     if not profile.measurable_here:
         return float("nan"), float("nan"), size
-    sess = load_session(path, threads=profile.threads)
     x = to_model_input(ds.val.images[:1], arch.resolution, run.mean, run.std).numpy()
-    timings = [time_session(sess, x, warmup=config.warmup, repeats=config.repeats) for _ in range(config.rounds)]
-    return (min(t.p50_ms for t in timings), statistics.median(t.p95_ms for t in timings), size)
+
+    def timed() -> tuple[float, float]:
+        sess = load_session(path, threads=profile.threads)
+        rounds = [time_session(sess, x, warmup=config.warmup, repeats=config.repeats) for _ in range(config.rounds)]
+        return min(t.p50_ms for t in rounds), statistics.median(t.p95_ms for t in rounds)
+
+    p50, p95 = timed()
+    if recheck_above_ms is not None and p50 > recheck_above_ms:
+        time.sleep(config.recheck_pause_s)
+        again = timed()
+        p50, p95 = min(p50, again[0]), min(p95, again[1])
+    return p50, p95, size
 
 
 def _measured_checks(budgets: Budgets, cand: Candidate, m: Measurement) -> dict:
@@ -137,7 +153,8 @@ def verify_pick(run: Any, profile: Any, result: SearchResult, config: VerifyConf
                     break
                 if not _still_feasible(c, budgets, ratios):
                     continue  # an earlier export showed the predictions are optimistic by more than its margin
-                p50, p95, size = measure_export(run, profile, c.arch, config, Path(tmp) / f"c{len(checked)}")
+                p50, p95, size = measure_export(run, profile, c.arch, config, Path(tmp) / f"c{len(checked)}",
+                                                recheck_above_ms=budgets.latency_p50_ms)
                 m = Measurement(acc, p50, p95, size, c.predicted.peak_memory_mb, _notes(profile))
                 done = replace(c, measured=m, measured_checks=_measured_checks(budgets, c, m))
                 checked.append(done)
