@@ -11,9 +11,9 @@ from factory.report import TargetOutcome
 def ensure_trained(run_dir: Path, say: Callable[[str], None]) -> None:
     """Train the demo preset on mnist5k; reuse a finished run, resume an interrupted one.
 
-    Training runs in its own `factory train` process: in the same process, ONNX Runtime with 2 threads
-    timed 2.1-2.3x slower for minutes afterwards (whatever training leaves behind in torch's thread pools
-    or the allocator), so the server-onnx verification rejected good candidates in two demo runs."""
+    Training runs in its own `factory train` process: right after an in-process training, ONNX Runtime
+    with 2 threads timed 2.3x slower (0.596 vs 0.263 ms, recovering within seconds). This alone did not
+    cure the demo's slow server-onnx verification timings (still 2x in the next demo run; open)."""
     import subprocess
     import sys
 
