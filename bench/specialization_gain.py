@@ -37,6 +37,7 @@ from factory.evaluate import calibrated_subnet, evaluate_arch
 from factory.run import SUMMARY_FILE, load_run
 from supernets import ArchConfig
 from supernets.torchvision_compat import from_torchvision_mobilenet_v3
+from targets.device_runner import summarize_rounds
 from targets.latency import load_latency_model
 from targets.profile import builtin_profiles, get_profile
 
@@ -62,8 +63,7 @@ def measure_interleaved(files: dict[str, tuple[Path, int]], threads: int, rounds
             t = time_session(sess, x, warmup=10, repeats=repeats)
             per[k][0].append(t.p50_ms)
             per[k][1].append(t.p95_ms)
-    # as targets.device_runner: lowest round median (load only adds time), median round p95
-    return {k: (min(a), statistics.median(b)) for k, (a, b) in per.items()}
+    return {k: summarize_rounds(a, b) for k, (a, b) in per.items()}  # the tables' statistic
 
 
 def train_mbv3_small(run, seconds: float, resolution: int, seed: int = 0) -> tuple[torch.nn.Module, float, int]:
@@ -143,8 +143,7 @@ def main() -> None:
             acc_cache[key] = evaluate_arch(run, arch).accuracy
         return acc_cache[key]
 
-    uniform = [space.uniform(r, d, k, e) for r in space.resolutions for d in space.stages[0].depth_choices
-               for k in space.stages[0].kernel_choices for e in space.stages[0].expand_choices]
+    uniform = space.uniform_grid()
     print(f"evaluating {len(uniform)} uniform sub-networks (BN recalibrated)...", flush=True)
     for a in uniform:
         accuracy(a)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from factory.errors import UserInputError
+from factory.train_config import DataConfig
 
 OnBadImage = Literal["skip", "fail"]
 ON_BAD_IMAGE_CHOICES = ("skip", "fail")
@@ -27,7 +28,7 @@ MNIST_SOURCE = "mnist5k"
 CIFAR_PREFIX = "cifar10:"
 
 # Fractions of each class held out. calib feeds BN recalibration (>= 256 images on mnist5k: 6% of 5000 = 300).
-VAL_FRACTION = 0.16  # default; a run may set its own (`[data] val_fraction`)
+VAL_FRACTION = DataConfig.val_fraction  # default; a run may set its own (`[data] val_fraction`)
 CALIB_FRACTION = 0.06
 
 

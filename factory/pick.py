@@ -19,7 +19,6 @@ are used and said so). Accuracy is PyTorch fp32; the export gate checks the expo
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -69,6 +68,7 @@ def measure_export(run: Any, profile: Any, arch: ArchConfig, config: VerifyConfi
     from exports.runtime import load_session, time_session
     from factory.data import to_model_input
     from factory.evaluate import calibrated_subnet
+    from targets.device_runner import summarize_rounds
 
     ds = run.dataset()
     model = calibrated_subnet(run, arch)
@@ -85,7 +85,7 @@ def measure_export(run: Any, profile: Any, arch: ArchConfig, config: VerifyConfi
     def timed() -> tuple[float, float]:
         sess = load_session(path, threads=profile.threads)
         rounds = [time_session(sess, x, warmup=config.warmup, repeats=config.repeats) for _ in range(config.rounds)]
-        return min(t.p50_ms for t in rounds), statistics.median(t.p95_ms for t in rounds)
+        return summarize_rounds([t.p50_ms for t in rounds], [t.p95_ms for t in rounds])
 
     p50, p95 = timed()
     if recheck_above_ms is not None and p50 > recheck_above_ms:

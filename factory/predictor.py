@@ -429,14 +429,13 @@ def fit_predictor(
         return r.accuracy, r.loss, r.images
 
     t0 = time.perf_counter()
-    measured = measure_samples(archs, measure, run.path / SAMPLES_FILE, space, run.checkpoint_sha256, progress,
-                               images=len(val))
-    extra = []
+    grid = []
     if uniform:
         seen = set(archs)
         grid = [a for a in dict.fromkeys(space.canonical(a) for a in space.uniform_grid()) if a not in seen]
-        extra = measure_samples(grid, measure, run.path / SAMPLES_FILE, space, run.checkpoint_sha256, progress,
-                                images=len(val))
+    every = measure_samples(archs + grid, measure, run.path / SAMPLES_FILE, space, run.checkpoint_sha256, progress,
+                            images=len(val))
+    measured, extra = every[: len(archs)], every[len(archs):]
     t1 = time.perf_counter()
     train_idx, held_idx = split_holdout(len(measured), holdout)
     tr = [measured[i] for i in train_idx] + extra

@@ -40,18 +40,11 @@ def known_candidates(run: Any, accuracy_fn: Any, latency: Any, budgets: Budgets)
 
     samples = read_samples(run.path / SAMPLES_FILE, run.space, run.checkpoint_sha256, images=len(run.dataset().val))
     archs = list(samples)
-    if isinstance(accuracy_fn, DirectAccuracy):
-        accuracy_fn = _MeasuredAccuracy({a: s.accuracy for a, s in samples.items()})
+    if isinstance(accuracy_fn, DirectAccuracy):  # no predictor: do not re-measure what is measured
+        def accuracy_fn(batch: list) -> list[float]:
+            return [samples[a].accuracy for a in batch]
     preds = CandidateEvaluator(accuracy_fn, latency)(archs)
     return [(Candidate(a, p, budgets.check(p)), samples[a].accuracy) for a, p in zip(archs, preds, strict=True)]
-
-
-@dataclass(frozen=True)
-class _MeasuredAccuracy:
-    table: dict
-
-    def __call__(self, archs: list) -> list[float]:
-        return [self.table[a] for a in archs]
 
 
 def search_dir(run_dir: Path, target_name: str) -> Path:

@@ -149,6 +149,13 @@ def load_runner(path: Path, runtime: str, threads: int, rng: np.random.Generator
     raise ValueError(f"runtime: {runtime!r} is not allowed; allowed: onnxruntime, openvino, tflite")
 
 
+def summarize_rounds(round_medians: Sequence[float], round_p95s: Sequence[float]) -> tuple[float, float]:
+    """A model's reported (p50, p95) from its per-round figures: the lowest round median and the median
+    round p95 (see the module docstring). Also used by the pick's verification and the gain bench, so
+    every latency this project compares with a budget is summarised the same way."""
+    return float(np.min(round_medians)), float(np.median(round_p95s))
+
+
 def time_interleaved(runners: Sequence[Callable[[], object]], *, warmup: int = DEFAULT_WARMUP,
                      repeats: int = DEFAULT_REPEATS, rounds: int = DEFAULT_ROUNDS, seed: int = 0,
                      progress: Callable[[int], None] | None = None) -> list[tuple[float, float]]:
@@ -172,7 +179,7 @@ def time_interleaved(runners: Sequence[Callable[[], object]], *, warmup: int = D
             p95s[i].append(float(np.percentile(samples, 95)) / 1e6)
         if progress is not None:
             progress(1)
-    return [(float(np.min(m)), float(np.median(p))) for m, p in zip(medians, p95s, strict=True)]
+    return [summarize_rounds(m, p) for m, p in zip(medians, p95s, strict=True)]
 
 
 def run_bundle(bundle: Path, out: Path, *, warmup: int, repeats: int, rounds: int, seed: int = 0) -> dict:
