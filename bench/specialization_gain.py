@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 from exports.convert import convert
-from exports.runtime import load_session, time_session
+from exports.runtime import load_session
 from factory.data import to_model_input
 from factory.evaluate import calibrated_subnet, evaluate_arch
 from factory.run import SUMMARY_FILE, load_run
 from supernets import ArchConfig
 from supernets.torchvision_compat import from_torchvision_mobilenet_v3
-from targets.device_runner import summarize_rounds
+from targets.device_runner import time_interleaved
 from targets.latency import load_latency_model
 from targets.profile import builtin_profiles, get_profile
 
@@ -55,15 +55,23 @@ def export_for(model: torch.nn.Module, profile, resolution: int, calib: np.ndarr
 
 
 def measure_interleaved(files: dict[str, tuple[Path, int]], threads: int, rounds: int, repeats: int) -> dict:
-    sessions = {k: (load_session(p, threads), np.random.default_rng(0).standard_normal((1, 3, r, r)).astype("f4"))
-                for k, (p, r) in files.items()}
-    per = {k: ([], []) for k in files}
-    for _ in range(rounds):
-        for k, (sess, x) in sessions.items():
-            t = time_session(sess, x, warmup=10, repeats=repeats)
-            per[k][0].append(t.p50_ms)
-            per[k][1].append(t.p95_ms)
-    return {k: summarize_rounds(a, b) for k, (a, b) in per.items()}  # the tables' statistic
+    """(p50, p95) per contender, timed interleaved with the tables' method (targets/device_runner.py),
+    contended rounds of a multi-thread target set aside (canary: the largest contender)."""
+    def runner(path: Path, res: int, n_threads: int):
+        sess = load_session(path, n_threads)
+        x = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype("f4")
+        return lambda: sess.run_one(x)
+
+    keys = list(files)
+    runners = [runner(*files[k], threads) for k in keys]
+    canary = None
+    if threads > 1:
+        big = max(keys, key=lambda k: file_size_mb(files[k][0]))
+        canary = (runner(*files[big], threads), runner(*files[big], 1))
+    timed = time_interleaved(runners, warmup=10, repeats=repeats, rounds=rounds, canary=canary)
+    if timed.contended_rounds:
+        print(f"  ({timed.contended_rounds} of {timed.rounds} rounds contended, set aside)")
+    return dict(zip(keys, timed.timings, strict=True))
 
 
 def train_mbv3_small(run, seconds: float, resolution: int, seed: int = 0) -> tuple[torch.nn.Module, float, int]:

@@ -7,6 +7,7 @@ calibration images. Metadata (labels, preprocessing, ...) goes into `rt_info` un
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,10 @@ def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) ->
     path = out_dir / FORMATS["openvino"].file_name
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(spec.input_shape_nchw)
-    with torch.no_grad():
+    # OpenVINO's PyTorch frontend traces with torch.jit.trace, which torch 2.9+ flags as deprecated on every
+    # call: a warning about OpenVINO's internals that the user can do nothing about.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)
         ov_model = ov.convert_model(model, example_input=example, input=[list(spec.input_shape_nchw)])
     if precision == "int8":
         ov_model = _quantize_int8(ov_model, spec)

@@ -219,3 +219,58 @@ def time_session(session: Session, x: np.ndarray, warmup: int = 20, repeats: int
         session.run_one(x)
         samples.append((clock() - t0) * 1e3)
     return Timing(p50_ms=statistics.median(samples), p95_ms=percentile(samples, 95), samples=samples)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """A file's latency as budgets are checked: `rounds` rounds of `repeats` runs (after `warmup`), p50 =
+    lowest round median, p95 = median round p95, contended rounds set aside (targets.device_runner)."""
+
+    p50_ms: float
+    p95_ms: float
+    rounds: int
+    contended_rounds: int
+    rechecked: bool = False
+
+    @property
+    def contended(self) -> bool:
+        return self.contended_rounds >= self.rounds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "rounds": self.rounds,
+                "contended_rounds": self.contended_rounds, "rechecked": self.rechecked}
+
+
+def measure_latency(path: Path, x: np.ndarray, threads: int, *, rounds: int = 3, warmup: int = 20,
+                    repeats: int = 100, over_ms: float | None = None, recheck_pause_s: float = 2.0,
+                    patience_s: float | None = None) -> Latency:
+    """Time the file at `path` on batch-1 input `x` with the one method every budget check uses.
+
+    A p50 above `over_ms` (the budget) is confirmed before it is believed: timed again, in fresh
+    sessions, after `recheck_pause_s`, and the lower figures kept (another tenant only adds time).
+    Multi-thread files are also timed on 1 thread each round to spot contended rounds (see
+    targets.device_runner). Why both: a budget verdict on a shared 2-vCPU host otherwise depends on
+    which second the file was timed in."""
+    from targets.device_runner import DEFAULT_PATIENCE_S, time_interleaved
+
+    x = np.ascontiguousarray(x[:1], dtype=np.float32)
+    patience = DEFAULT_PATIENCE_S if patience_s is None else patience_s
+
+    def once() -> Latency:
+        session = load_session(path, threads)
+        canary = None
+        if threads > 1:
+            single = load_session(path, 1)
+            canary = (lambda: session.run_one(x), lambda: single.run_one(x))
+        timed = time_interleaved([lambda: session.run_one(x)], warmup=warmup, repeats=repeats, rounds=rounds,
+                                 canary=canary, patience_s=patience)
+        (p50, p95), = timed.timings
+        return Latency(p50, p95, timed.rounds, timed.contended_rounds)
+
+    first = once()
+    if over_ms is None or first.p50_ms <= over_ms:
+        return first
+    time.sleep(recheck_pause_s)
+    again = once()
+    return Latency(min(first.p50_ms, again.p50_ms), min(first.p95_ms, again.p95_ms), first.rounds + again.rounds,
+                   first.contended_rounds + again.contended_rounds, rechecked=True)

@@ -4,7 +4,7 @@ Predictions can be wrong (the accuracy predictor has a rank correlation, not a g
 latency table is a sum of blocks). So the few most accurate feasible candidates of the front are
 measured: BN-recalibrated accuracy on the validation split (`factory.evaluate.evaluate_arch`, ~1 s)
 for a batch of `top`, then, most accurate first, the *exported file* in the target's runtime,
-precision and threads (`exports.convert` + `exports.runtime.time_session`, rounds, lowest round
+precision and threads (`exports.convert` + `exports.runtime.measure_latency`, rounds, lowest round
 median as the tables do: another tenant only adds time) until one meets every budget: that one
 is the pick (the most accurate of the batch that passes). Exports are the slow part (seconds to
 ~15 s for TFLite int8), so they stop at the first pass. When a measured figure exceeds its
@@ -20,7 +20,6 @@ are used and said so). Accuracy is PyTorch fp32; the export gate checks the expo
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,15 +59,14 @@ def measure_export(run: Any, profile: Any, arch: ArchConfig, config: VerifyConfi
     """(p50 ms, p95 ms, size MB) of `arch` exported for `profile`; latencies NaN when the target's
     table was imported from another device (this machine cannot stand in for it).
 
-    A p50 above `recheck_above_ms` (the budget) is confirmed before it is believed: the file is timed
-    again in a fresh session after a pause and the lower figures kept (load only adds time). Why: one
-    disturbed measurement of a 2-thread target on 2 cores read 2.1x its prediction in a demo run, and
-    the learnt correction then filtered out every better candidate."""
+    Timed with `exports.runtime.measure_latency`, as the export gate times it: contended rounds of a
+    multi-thread target are set aside, and a p50 above `recheck_above_ms` (the budget) is re-timed before
+    it is believed. Why: one disturbed measurement of a 2-thread target on 2 cores read 2.1x its
+    prediction in a demo run, and the learnt correction then filtered out every better candidate."""
     from exports.convert import convert
-    from exports.runtime import load_session, time_session
+    from exports.runtime import measure_latency
     from factory.data import to_model_input
     from factory.evaluate import calibrated_subnet
-    from targets.device_runner import summarize_rounds
 
     ds = run.dataset()
     model = calibrated_subnet(run, arch)
@@ -81,18 +79,9 @@ def measure_export(run: Any, profile: Any, arch: ArchConfig, config: VerifyConfi
     if not profile.measurable_here:
         return float("nan"), float("nan"), size
     x = to_model_input(ds.val.images[:1], arch.resolution, run.mean, run.std).numpy()
-
-    def timed() -> tuple[float, float]:
-        sess = load_session(path, threads=profile.threads)
-        rounds = [time_session(sess, x, warmup=config.warmup, repeats=config.repeats) for _ in range(config.rounds)]
-        return summarize_rounds([t.p50_ms for t in rounds], [t.p95_ms for t in rounds])
-
-    p50, p95 = timed()
-    if recheck_above_ms is not None and p50 > recheck_above_ms:
-        time.sleep(config.recheck_pause_s)
-        again = timed()
-        p50, p95 = min(p50, again[0]), min(p95, again[1])
-    return p50, p95, size
+    timing = measure_latency(path, x, profile.threads, rounds=config.rounds, warmup=config.warmup,
+                             repeats=config.repeats, over_ms=recheck_above_ms, recheck_pause_s=config.recheck_pause_s)
+    return timing.p50_ms, timing.p95_ms, size
 
 
 def _measured_checks(budgets: Budgets, cand: Candidate, m: Measurement) -> dict:

@@ -21,7 +21,15 @@ here and a table measured on a device come from the same timing method:
   the round p95s. Why the lowest: another process only ever adds time, and on a 2-core machine a
   2-thread runtime loses its second core to any neighbour for whole rounds -- held-out ONNX Runtime
   models measured up to 1.9x their table prediction with the median of 7 rounds; the least-disturbed
-  round is the reproducible figure (timeit's reasoning). p95 keeps the median: tails are its subject.
+  round is the reproducible figure (timeit's reasoning). p95 keeps the median: tails are its subject;
+* multi-thread targets get a contention check (`canary`): at the start and end of every round one
+  model is timed with the target's threads and with 1 thread, back to back. On a shared host a vCPU
+  can be slowed for up to ~50 s at a time without any steal time showing inside the VM (seen on this
+  2-vCPU machine: both vCPUs at 100% user time, ONNX Runtime 2-thread runs 2.1x slower than 1-thread
+  runs of the same file, while 1-thread runs were unaffected). A T-thread run more than
+  CONTENTION_RATIO x slower than the same model on 1 thread cannot be the device's honest figure, so
+  such rounds are set aside and more rounds are timed (1 s apart) until `min_clean` clean rounds exist
+  or `patience_s` has passed; then only clean rounds count (all rounds, flagged, if none was clean).
 
 Usage on the device (inside the unpacked bundle):
 
@@ -39,12 +47,14 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 RESULTS_SCHEMA = 1
-TIMING_METHOD = "interleaved shuffled rounds; p50 = lowest round median, p95 = median of round p95s"
+TIMING_METHOD = ("interleaved shuffled rounds; p50 = lowest round median, p95 = median of round p95s; "
+                 "multi-thread: contended rounds (T threads > 1.5x 1 thread) set aside")
 DEFAULT_WARMUP = 10
 DEFAULT_REPEATS = 50
 DEFAULT_ROUNDS = 7
@@ -149,6 +159,17 @@ def load_runner(path: Path, runtime: str, threads: int, rng: np.random.Generator
     raise ValueError(f"runtime: {runtime!r} is not allowed; allowed: onnxruntime, openvino, tflite")
 
 
+def load_canary(paths: Sequence[Path], runtime: str, threads: int,
+                rng: np.random.Generator) -> tuple[Callable[[], object], Callable[[], object]] | None:
+    """The contention check's pair for a multi-thread target (None for 1 thread): the largest file
+    (it parallelises best, so its T-thread/1-thread ratio sits furthest below CONTENTION_RATIO when
+    the machine is quiet) on the target's threads and on 1 thread."""
+    if threads <= 1 or not paths:
+        return None
+    largest = max(paths, key=lambda p: Path(p).stat().st_size)
+    return load_runner(largest, runtime, threads, rng), load_runner(largest, runtime, 1, rng)
+
+
 def summarize_rounds(round_medians: Sequence[float], round_p95s: Sequence[float]) -> tuple[float, float]:
     """A model's reported (p50, p95) from its per-round figures: the lowest round median and the median
     round p95 (see the module docstring). Also used by the pick's verification and the gain bench, so
@@ -156,30 +177,80 @@ def summarize_rounds(round_medians: Sequence[float], round_p95s: Sequence[float]
     return float(np.min(round_medians)), float(np.median(round_p95s))
 
 
+CONTENTION_RATIO = 1.5  # T-thread vs 1-thread median of the same model above this = a contended round
+DEFAULT_PATIENCE_S = 60.0  # how long contended rounds are waited out (longest contention seen here: ~49 s)
+
+
+@dataclass(frozen=True)
+class RoundsTiming:
+    """Per-runner (p50_ms, p95_ms) and how the rounds went (`contended`: no clean round was found)."""
+
+    timings: list[tuple[float, float]]
+    rounds: int
+    contended_rounds: int
+
+    @property
+    def contended(self) -> bool:
+        return self.contended_rounds >= self.rounds
+
+    def to_dict(self) -> dict[str, object]:
+        return {"rounds": self.rounds, "contended_rounds": self.contended_rounds}
+
+
+def _median_and_p95(run: Callable[[], object], warmup: int, repeats: int) -> tuple[float, float]:
+    for _ in range(warmup):
+        run()
+    samples = np.empty(repeats)
+    for r in range(repeats):
+        start = time.perf_counter_ns()
+        run()
+        samples[r] = time.perf_counter_ns() - start
+    return float(np.median(samples)) / 1e6, float(np.percentile(samples, 95)) / 1e6
+
+
+def is_contended(canary: tuple[Callable[[], object], Callable[[], object]], warmup: int = 5,
+                 repeats: int = 30) -> bool:
+    """Is the machine, right now, too contended for a multi-thread timing to mean anything?
+    `canary` = (one model on the target's threads, the same model on 1 thread)."""
+    many = _median_and_p95(canary[0], warmup, repeats)[0]
+    one = _median_and_p95(canary[1], warmup, repeats)[0]
+    return many > CONTENTION_RATIO * one
+
+
 def time_interleaved(runners: Sequence[Callable[[], object]], *, warmup: int = DEFAULT_WARMUP,
                      repeats: int = DEFAULT_REPEATS, rounds: int = DEFAULT_ROUNDS, seed: int = 0,
-                     progress: Callable[[int], None] | None = None) -> list[tuple[float, float]]:
-    """(p50_ms, p95_ms) per runner: lowest round median / median round p95 over shuffled rounds."""
+                     progress: Callable[[int], None] | None = None,
+                     canary: tuple[Callable[[], object], Callable[[], object]] | None = None,
+                     min_clean: int | None = None, patience_s: float = DEFAULT_PATIENCE_S) -> RoundsTiming:
+    """(p50_ms, p95_ms) per runner over shuffled rounds (see the module docstring); with a `canary`,
+    contended rounds are set aside and waited out (at most `patience_s` past the planned rounds)."""
     rng = random.Random(seed)
-    medians: list[list[float]] = [[] for _ in runners]
-    p95s: list[list[float]] = [[] for _ in runners]
+    min_clean = max(1, min(rounds, min_clean or (rounds + 1) // 2))
+    per_round: list[tuple[bool, list[tuple[float, float]]]] = []
     order = list(range(len(runners)))
-    for _ in range(rounds):
+    deadline: float | None = None
+    while True:
+        clean = sum(ok for ok, _ in per_round)
+        if len(per_round) >= rounds:
+            if clean >= min_clean:
+                break
+            deadline = deadline or time.monotonic() + patience_s
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1.0)  # let a burst of contention pass instead of timing into it
         rng.shuffle(order)
+        contended = canary is not None and is_contended(canary)
+        figures: list[tuple[float, float]] = [(0.0, 0.0)] * len(runners)
         for i in order:
-            run = runners[i]
-            for _ in range(warmup):
-                run()
-            samples = np.empty(repeats)
-            for r in range(repeats):
-                start = time.perf_counter_ns()
-                run()
-                samples[r] = time.perf_counter_ns() - start
-            medians[i].append(float(np.median(samples)) / 1e6)
-            p95s[i].append(float(np.percentile(samples, 95)) / 1e6)
-        if progress is not None:
+            figures[i] = _median_and_p95(runners[i], warmup, repeats)
+        contended = contended or (canary is not None and is_contended(canary))
+        per_round.append((not contended, figures))
+        if progress is not None and len(per_round) <= rounds:
             progress(1)
-    return [summarize_rounds(m, p) for m, p in zip(medians, p95s, strict=True)]
+    used = [figs for ok, figs in per_round if ok] or [figs for _, figs in per_round]
+    timings = [summarize_rounds([figs[i][0] for figs in used], [figs[i][1] for figs in used])
+               for i in range(len(runners))]
+    return RoundsTiming(timings, rounds=len(per_round), contended_rounds=sum(not ok for ok, _ in per_round))
 
 
 def run_bundle(bundle: Path, out: Path, *, warmup: int, repeats: int, rounds: int, seed: int = 0) -> dict:
@@ -187,8 +258,10 @@ def run_bundle(bundle: Path, out: Path, *, warmup: int, repeats: int, rounds: in
     manifest = json.loads((bundle / "manifest.json").read_text())
     runtime, threads = manifest["runtime"], int(manifest["threads"])
     rng = np.random.default_rng(seed)
-    runners = [load_runner(bundle / m["file"], runtime, threads, rng) for m in manifest["models"]]
-    timings = time_interleaved(runners, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed)
+    files = [bundle / m["file"] for m in manifest["models"]]
+    runners = [load_runner(f, runtime, threads, rng) for f in files]
+    timed = time_interleaved(runners, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed,
+                             canary=load_canary(files, runtime, threads, rng))
     results = {
         "schema": RESULTS_SCHEMA,
         "target": manifest["target"],
@@ -199,11 +272,12 @@ def run_bundle(bundle: Path, out: Path, *, warmup: int, repeats: int, rounds: in
                    "cpu_count": os.cpu_count(), "python": platform.python_version(),
                    "runtime_version": runtime_version(runtime)},
         "timing": {"warmup": warmup, "repeats": repeats, "rounds": rounds, "seed": seed,
-                   "method": TIMING_METHOD},
+                   "method": TIMING_METHOD, "rounds_timed": timed.rounds,
+                   "contended_rounds": timed.contended_rounds},
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "manifest": manifest,
         "models": [{"id": m["id"], "p50_ms": p50, "p95_ms": p95}
-                   for m, (p50, p95) in zip(manifest["models"], timings, strict=True)],
+                   for m, (p50, p95) in zip(manifest["models"], timed.timings, strict=True)],
     }
     tmp = out.with_suffix(out.suffix + ".tmp")
     tmp.write_text(json.dumps(results, indent=1))

@@ -39,15 +39,27 @@ def measure_files(paths: Sequence[Path], threads: int = 1, *, runtime: str | Non
                   rounds: int = device_runner.DEFAULT_ROUNDS, seed: int = 0,
                   progress: bool = False) -> list[tuple[float, float]]:
     """(p50_ms, p95_ms) of each model file, timed interleaved (the fair way to compare them)."""
+    return measure_files_rounds(paths, threads, runtime=runtime, warmup=warmup, repeats=repeats, rounds=rounds,
+                                seed=seed, progress=progress).timings
+
+
+def measure_files_rounds(paths: Sequence[Path], threads: int = 1, *, runtime: str | None = None,
+                         warmup: int = device_runner.DEFAULT_WARMUP, repeats: int = device_runner.DEFAULT_REPEATS,
+                         rounds: int = device_runner.DEFAULT_ROUNDS, seed: int = 0,
+                         progress: bool = False) -> device_runner.RoundsTiming:
+    """`measure_files` with how the rounds went (rounds timed, contended rounds set aside)."""
     from tqdm import tqdm
 
     if threads < 1:
         raise ValueError(f"threads: {threads} is not allowed; expected an integer >= 1")
     rng = np.random.default_rng(seed)
-    runners = [device_runner.load_runner(Path(p), runtime or runtime_for_file(p), threads, rng) for p in paths]
+    paths = [Path(p) for p in paths]
+    runtimes = {runtime or runtime_for_file(p) for p in paths}
+    runners = [device_runner.load_runner(p, runtime or runtime_for_file(p), threads, rng) for p in paths]
+    canary = device_runner.load_canary(paths, runtimes.pop(), threads, rng) if len(runtimes) == 1 else None
     with tqdm(total=rounds, desc="timing", unit="round", disable=not progress) as bar:
         return device_runner.time_interleaved(runners, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed,
-                                              progress=bar.update)
+                                              progress=bar.update, canary=canary)
 
 
 def measure_file(path: Path, threads: int = 1, *, warmup: int = device_runner.DEFAULT_WARMUP,
@@ -77,13 +89,13 @@ def measure_table(profile: TargetProfile, space: SearchSpace, num_classes: int, 
                                            progress=progress)
         manifest = json.loads(manifest_path.read_text())
         files = [bundle / m["file"] for m in manifest["models"]]
-        timings = measure_files(files, profile.threads, runtime=profile.runtime, rounds=rounds, repeats=repeats,
-                                seed=seed, progress=progress)
+        timed = measure_files_rounds(files, profile.threads, runtime=profile.runtime, rounds=rounds,
+                                     repeats=repeats, seed=seed, progress=progress)
     measurements = [Measurement(ArchConfig.from_dict(m["arch"]), p50, p95, int(m["size_bytes"]))
-                    for m, (p50, p95) in zip(manifest["models"], timings, strict=True)]
+                    for m, (p50, p95) in zip(manifest["models"], timed.timings, strict=True)]
     method = {"kind": "end-to-end fit", "source": "measure", "samples": samples, "seed": seed,
               "timing": {"warmup": device_runner.DEFAULT_WARMUP, "repeats": repeats, "rounds": rounds,
-                         "method": device_runner.TIMING_METHOD},
+                         "method": device_runner.TIMING_METHOD, **timed.to_dict()},
               "wall_seconds": round(time.perf_counter() - start, 1),
               "description": "sampled sub-networks timed end to end here; per-block entries from a "
                              "non-negative relative-error least-squares fit over per-block features"}

@@ -184,3 +184,9 @@ def _report_table(table: Any, path: Path, as_json: bool) -> None:
     click.echo(f"  5-fold CV of the fit: {cv['within_10pct']:.0%} within +-10%, Spearman {cv['spearman']:.3f}, "
                f"mean abs error {cv['mean_abs_rel_error']:.1%}; size fit max error "
                f"{table.fit['size_train']['max_abs_rel_error']:.2%}")
+    timing = table.method.get("timing", {})
+    if timing.get("contended_rounds"):
+        click.echo(f"  {timing['contended_rounds']} of {timing['rounds']} timing rounds were contended (another "
+                   f"tenant slowed the {table.settings.get('threads')}-thread runs) and were set aside"
+                   + ("; NO round was clean: the table is pessimistic, re-measure on a quieter machine"
+                      if timing["contended_rounds"] >= timing["rounds"] else ""))

@@ -1,0 +1,96 @@
+"""The timing method's contention check (targets.device_runner.time_interleaved with a canary).
+
+The "models" here are callables that sleep for a known time, so the expected figures are known; the
+machine state (a host slowing multi-thread runs) is a counter the callables share. Real runtimes are
+timed by the latency-table, export-gate and probe tests.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from exports.runtime import measure_latency
+from targets.device_runner import CONTENTION_RATIO, is_contended, time_interleaved
+
+WARMUP, REPEATS = 1, 5
+FAST_S, SLOW_S = 0.001, 0.003  # a model's run: quiet machine / contended machine
+
+
+class Host:
+    """Contended for the first `contended_model_calls` calls of the timed model."""
+
+    def __init__(self, contended_model_calls: int) -> None:
+        self.calls = 0
+        self.limit = contended_model_calls
+
+    @property
+    def contended(self) -> bool:
+        return self.calls < self.limit
+
+    def model(self) -> None:
+        slow = self.contended
+        self.calls += 1
+        time.sleep(SLOW_S if slow else FAST_S)
+
+    def canary_many_threads(self) -> None:  # T threads: quicker than 1 thread unless contended
+        time.sleep(SLOW_S if self.contended else 0.8 * FAST_S)
+
+    @staticmethod
+    def canary_one_thread() -> None:
+        time.sleep(FAST_S)
+
+
+def test_is_contended_compares_many_threads_with_one():
+    quiet, busy = Host(0), Host(10**9)
+    assert not is_contended((quiet.canary_many_threads, quiet.canary_one_thread), warmup=0, repeats=5)
+    assert is_contended((busy.canary_many_threads, busy.canary_one_thread), warmup=0, repeats=5)
+    assert SLOW_S / FAST_S > CONTENTION_RATIO > 0.8
+
+
+def test_contended_rounds_are_set_aside_and_more_rounds_timed():
+    per_round = WARMUP + REPEATS
+    host = Host(contended_model_calls=2 * per_round)  # the first two rounds run contended
+    timed = time_interleaved([host.model], warmup=WARMUP, repeats=REPEATS, rounds=3, min_clean=2,
+                             canary=(host.canary_many_threads, host.canary_one_thread), patience_s=30)
+    assert timed.contended_rounds == 2
+    assert timed.rounds == 4  # 3 planned, 2 of them contended: one more to reach 2 clean rounds
+    assert not timed.contended
+    (p50, _p95), = timed.timings
+    assert p50 < 1.5 * FAST_S * 1e3  # the clean rounds' figure, not the contended one (3 ms)
+
+
+def test_contention_that_never_ends_gives_up_after_patience_and_says_so():
+    host = Host(contended_model_calls=10**9)
+    start = time.monotonic()
+    timed = time_interleaved([host.model], warmup=WARMUP, repeats=REPEATS, rounds=2,
+                             canary=(host.canary_many_threads, host.canary_one_thread), patience_s=0.5)
+    assert time.monotonic() - start < 10
+    assert timed.contended and timed.contended_rounds == timed.rounds >= 2
+    (p50, _p95), = timed.timings
+    assert p50 > 0.8 * SLOW_S * 1e3  # all rounds used: the figure is the contended one, flagged
+
+
+def test_single_thread_timing_takes_exactly_the_planned_rounds():
+    host = Host(0)
+    timed = time_interleaved([host.model, host.model], warmup=WARMUP, repeats=REPEATS, rounds=3)
+    assert (timed.rounds, timed.contended_rounds) == (3, 0)
+    assert len(timed.timings) == 2
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_measure_latency_times_a_real_onnx_file(tmp_path, threads):
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(net, torch.zeros(1, 3, 16, 16), str(path), dynamo=False)
+    x = np.zeros((1, 3, 16, 16), np.float32)
+    lat = measure_latency(path, x, threads, rounds=2, warmup=2, repeats=10, over_ms=1e-9, recheck_pause_s=0.0)
+    assert 0 < lat.p50_ms <= lat.p95_ms * 1.0001
+    assert lat.rechecked  # a p50 over the (impossible) budget is timed again before it is believed
+    assert lat.rounds >= 4
+    assert lat.to_dict()["contended_rounds"] == lat.contended_rounds
