@@ -140,10 +140,13 @@ def budget_failures(fig: dict[str, float], budgets: dict[str, float | None]) -> 
     if unknown:
         raise ValueError(f"budgets: unknown key(s) {unknown}; allowed: {list(BUDGET_KEYS)}")
     out = []
+    contended = fig.get("latency_contended_rounds", 0) >= fig.get("latency_rounds", 1) > 0
+    caveat = (f" (timed under contention: all {fig.get('latency_rounds')} rounds slowed by another tenant; "
+              f"re-run on a quieter machine)") if contended else ""
     for key, figure, word in (("latency_p50_ms", "latency_p50_ms", "p50"), ("latency_p95_ms", "latency_p95_ms", "p95")):
         limit = budgets.get(key)
         if limit is not None and figure in fig and fig[figure] > limit:
-            out.append(f"latency {word} {fig[figure]:.3f} ms > budget {limit:g} ms")
+            out.append(f"latency {word} {fig[figure]:.3f} ms > budget {limit:g} ms{caveat}")
     if budgets.get("size_mb") is not None and fig["size_bytes"] / 1e6 > budgets["size_mb"]:
         out.append(f"size {fig['size_bytes'] / 1e6:.3f} MB > budget {budgets['size_mb']:g} MB")
     if budgets.get("min_accuracy") is not None and fig["accuracy"] < budgets["min_accuracy"]:

@@ -36,6 +36,11 @@ def render_table(report: dict[str, Any]) -> str:
             f"{f.get('size_bytes', 0) / 1e6:>8.3f} {100 * f.get('accuracy', 0):>8.2f}% "
             f"{100 * f.get('top1_agreement', 0):>6.1f}% {f.get('relative_diff', float('nan')):>12.1e} "
             f"{f.get('latency_p50_ms', float('nan')):>8.3f} {f.get('latency_p95_ms', float('nan')):>8.3f}  {verdict}")
+    for f in report.get("files", []):
+        if f.get("latency_contended_rounds"):
+            lines.append(f"note: {f['path']}: {f['latency_contended_rounds']} of {f['latency_rounds']} timing rounds "
+                         f"were contended (another tenant slowed the {report.get('threads')}-thread runs) and were "
+                         f"set aside")
     for failure in report.get("failures", []):
         if not any(failure.startswith(f["path"]) for f in report.get("files", [])):
             lines.append(f"FAIL: {failure}")

@@ -11,9 +11,10 @@ from factory.report import TargetOutcome
 def ensure_trained(run_dir: Path, say: Callable[[str], None]) -> None:
     """Train the demo preset on mnist5k; reuse a finished run, resume an interrupted one.
 
-    Training runs in its own `factory train` process: right after an in-process training, ONNX Runtime
-    with 2 threads timed 2.3x slower (0.596 vs 0.263 ms, recovering within seconds). This alone did not
-    cure the demo's slow server-onnx verification timings (still 2x in the next demo run; open)."""
+    Training runs in its own `factory train` process, as a user would run it (and so an interrupted
+    demo resumes from the checkpoint). The demo's once-slow server-onnx timings were not caused by
+    this process's history: a fresh process timed the same file 2x slow in the same seconds (host
+    contention of the 2 vCPUs); see targets.device_runner for how timing sets such rounds aside."""
     import subprocess
     import sys
 

@@ -12,7 +12,7 @@ import torch
 from export_fixtures import shared_package
 
 from exports.convert import convert
-from exports.verify import VerificationFailed, file_record, parity_failures, verify_package
+from exports.verify import VerificationFailed, budget_failures, file_record, parity_failures, verify_package
 
 FACTORY = [sys.executable, "-m", "factory"]
 
@@ -86,6 +86,14 @@ def test_budgets_are_checked_against_measured_figures(copy):
         assert f"{path}: latency p50" in message and f"{path}: size" in message
     with pytest.raises(ValueError, match="budgets: unknown key"):
         verify_package(copy, budgets={"latency_p99_ms": 1.0}, latency_repeats=0)
+
+
+def test_latency_miss_timed_under_contention_says_so():
+    fig = {"latency_p50_ms": 0.8, "size_bytes": 10, "accuracy": 0.9, "latency_rounds": 3}
+    (clean,) = budget_failures({**fig, "latency_contended_rounds": 1}, {"latency_p50_ms": 0.4})
+    assert clean == "latency p50 0.800 ms > budget 0.4 ms"
+    (contended,) = budget_failures({**fig, "latency_contended_rounds": 3}, {"latency_p50_ms": 0.4})
+    assert contended.startswith(clean) and "under contention: all 3 rounds" in contended
 
 
 def _fig(agreement, accuracy, reference=0.9):
