@@ -21,7 +21,10 @@ here and a table measured on a device come from the same timing method:
   the round p95s. Why the lowest: another process only ever adds time, and on a 2-core machine a
   2-thread runtime loses its second core to any neighbour for whole rounds -- held-out ONNX Runtime
   models measured up to 1.9x their table prediction with the median of 7 rounds; the least-disturbed
-  round is the reproducible figure (timeit's reasoning). p95 keeps the median: tails are its subject;
+  round is the reproducible figure (timeit's reasoning). p95 keeps the median: tails are its subject.
+  15 rounds by default: a 2-thread ONNX Runtime file's uncontended round medians still spread ~15% on
+  this VM, and with 7 rounds the held-out share within +-10% of the server-onnx table swung between
+  50% and 93% from one table to the next; with 15 it was 97-100% (rounds cost ~1.5 s per table);
 * multi-thread targets get a contention check (`canary`): at the start and end of every round one
   model is timed with the target's threads and with 1 thread, back to back. On a shared host a vCPU
   can be slowed for up to ~50 s at a time without any steal time showing inside the VM (seen on this
@@ -57,7 +60,7 @@ TIMING_METHOD = ("interleaved shuffled rounds; p50 = lowest round median, p95 = 
                  "multi-thread: contended rounds (T threads > 1.5x 1 thread) set aside")
 DEFAULT_WARMUP = 10
 DEFAULT_REPEATS = 50
-DEFAULT_ROUNDS = 7
+DEFAULT_ROUNDS = 15
 
 
 def cpu_model() -> str:
