@@ -241,16 +241,20 @@ class Latency:
                 "contended_rounds": self.contended_rounds, "rechecked": self.rechecked}
 
 
+RECHECK_WINDOW_S = 30.0  # how long a p50 over budget is re-timed before it is believed
+
+
 def measure_latency(path: Path, x: np.ndarray, threads: int, *, rounds: int = 3, warmup: int = 20,
                     repeats: int = 100, over_ms: float | None = None, recheck_pause_s: float = 2.0,
-                    patience_s: float | None = None) -> Latency:
+                    recheck_window_s: float = RECHECK_WINDOW_S, patience_s: float | None = None) -> Latency:
     """Time the file at `path` on batch-1 input `x` with the one method every budget check uses.
 
-    A p50 above `over_ms` (the budget) is confirmed before it is believed: timed again, in fresh
-    sessions, after `recheck_pause_s`, and the lower figures kept (another tenant only adds time).
-    Multi-thread files are also timed on 1 thread each round to spot contended rounds (see
-    targets.device_runner). Why both: a budget verdict on a shared 2-vCPU host otherwise depends on
-    which second the file was timed in."""
+    A p50 above `over_ms` (the budget) is confirmed before it is believed: the file is timed again, in
+    fresh sessions, every `recheck_pause_s` for up to `recheck_window_s`, and the lowest figures count
+    (another tenant only adds time). Multi-thread files are also timed on 1 thread each round to spot
+    contended rounds (see targets.device_runner). Why: on this shared 2-vCPU host, slowdowns of 1.3-2x
+    last from a second to about a minute; a demo's pick measured 0.42 ms and its package, minutes
+    later, 0.65 ms twice in a row (budget 0.55 ms) -- one recheck is not enough, a window is."""
     from targets.device_runner import DEFAULT_PATIENCE_S, time_interleaved
 
     x = np.ascontiguousarray(x[:1], dtype=np.float32)
@@ -267,10 +271,11 @@ def measure_latency(path: Path, x: np.ndarray, threads: int, *, rounds: int = 3,
         (p50, p95), = timed.timings
         return Latency(p50, p95, timed.rounds, timed.contended_rounds)
 
-    first = once()
-    if over_ms is None or first.p50_ms <= over_ms:
-        return first
-    time.sleep(recheck_pause_s)
-    again = once()
-    return Latency(min(first.p50_ms, again.p50_ms), min(first.p95_ms, again.p95_ms), first.rounds + again.rounds,
-                   first.contended_rounds + again.contended_rounds, rechecked=True)
+    best = once()
+    deadline = time.monotonic() + recheck_window_s
+    while over_ms is not None and best.p50_ms > over_ms and time.monotonic() < deadline:
+        time.sleep(recheck_pause_s)
+        again = once()
+        best = Latency(min(best.p50_ms, again.p50_ms), min(best.p95_ms, again.p95_ms), best.rounds + again.rounds,
+                       best.contended_rounds + again.contended_rounds, rechecked=True)
+    return best

@@ -7,7 +7,8 @@ runtime; parity with the PyTorch reference logits stored in the package (verific
     int8  top-1 agreement with the reference >= 98 % and accuracy drop <= 1 point vs the fp32 reference
 and, when budgets are given, the measured p50 / p95 latency and the file size against them. Latency is
 timed with `exports.runtime.measure_latency`, the method of the latency tables and the pick (rounds,
-lowest round median, contended rounds set aside, a p50 over budget re-timed once before it is believed).
+lowest round median, contended rounds set aside, a p50 over budget re-timed for up to 30 s before it is
+believed).
 Every failure names the file and the figure; the report is plain JSON-able data either way.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from exports.runtime import load_session, measure_latency
+from exports.runtime import RECHECK_WINDOW_S, load_session, measure_latency
 
 MANIFEST = "manifest.json"
 VERIFICATION_FILE = "verification.npz"
@@ -155,7 +156,8 @@ def budget_failures(fig: dict[str, float], budgets: dict[str, float | None]) -> 
 
 
 def check_file(root: Path, entry: dict[str, Any], vset: VerificationSet, *, threads: int = 1,
-               latency_repeats: int = 200, budgets: dict[str, float | None] | None = None) -> dict[str, Any]:
+               latency_repeats: int = 200, budgets: dict[str, float | None] | None = None,
+               latency_recheck_s: float = RECHECK_WINDOW_S) -> dict[str, Any]:
     """Checksums, load + run, parity, latency and budgets of one manifest file entry."""
     records = [entry, *entry.get("extra_files", [])]
     result: dict[str, Any] = {"path": entry["path"], "format": entry["format"], "precision": entry["precision"],
@@ -177,7 +179,7 @@ def check_file(root: Path, entry: dict[str, Any], vset: VerificationSet, *, thre
         rounds = LATENCY_ROUNDS
         timing = measure_latency(root / entry["path"], vset.inputs[:1], threads, rounds=rounds,
                                  repeats=max(1, -(-latency_repeats // rounds)),
-                                 over_ms=(budgets or {}).get("latency_p50_ms"))
+                                 over_ms=(budgets or {}).get("latency_p50_ms"), recheck_window_s=latency_recheck_s)
         result.update(latency_p50_ms=timing.p50_ms, latency_p95_ms=timing.p95_ms, latency_repeats=latency_repeats,
                       latency_rounds=timing.rounds, latency_contended_rounds=timing.contended_rounds,
                       latency_rechecked=timing.rechecked, threads=threads)
@@ -200,11 +202,13 @@ def read_manifest(package: Path) -> dict[str, Any]:
 
 
 def verify_package(package: Path, *, budgets: dict[str, float | None] | None = None, threads: int | None = None,
-                   latency_repeats: int = 200, vset: VerificationSet | None = None) -> dict[str, Any]:
+                   latency_repeats: int = 200, vset: VerificationSet | None = None,
+                   latency_recheck_s: float = RECHECK_WINDOW_S) -> dict[str, Any]:
     """Run the gate on a package folder. Returns the report; raises VerificationFailed naming each failure.
 
     `budgets` default to those recorded at export (manifest verification.budgets); `threads` to the
-    manifest's; `vset` (e.g. the full validation split at export time) to the set stored in the package.
+    manifest's; `vset` (e.g. the full validation split at export time) to the set stored in the package;
+    a p50 over budget is re-timed for up to `latency_recheck_s` before it is believed.
     """
     root = Path(package)
     manifest = read_manifest(root)
@@ -219,7 +223,7 @@ def verify_package(package: Path, *, budgets: dict[str, float | None] | None = N
     vset = vset or VerificationSet.load(root / vrec["path"])
     for entry in manifest["files"]:
         report["files"].append(check_file(root, entry, vset, threads=threads, latency_repeats=latency_repeats,
-                                          budgets=budgets))
+                                          budgets=budgets, latency_recheck_s=latency_recheck_s))
     failures = [f"{f['path']}: {msg}" for f in report["files"] for msg in f["failures"]]
     report.update(passed=not failures, failures=failures, images=len(vset.labels),
                   reference_accuracy=vset.reference_accuracy)

@@ -89,8 +89,13 @@ def test_measure_latency_times_a_real_onnx_file(tmp_path, threads):
     path = tmp_path / "m.onnx"
     torch.onnx.export(net, torch.zeros(1, 3, 16, 16), str(path), dynamo=False)
     x = np.zeros((1, 3, 16, 16), np.float32)
-    lat = measure_latency(path, x, threads, rounds=2, warmup=2, repeats=10, over_ms=1e-9, recheck_pause_s=0.0)
+    start = time.monotonic()
+    lat = measure_latency(path, x, threads, rounds=2, warmup=2, repeats=10, over_ms=1e-9, recheck_pause_s=0.1,
+                          recheck_window_s=1.0)
+    assert time.monotonic() - start < 30  # the recheck window bounds a true miss
     assert 0 < lat.p50_ms <= lat.p95_ms * 1.0001
     assert lat.rechecked  # a p50 over the (impossible) budget is timed again before it is believed
     assert lat.rounds >= 4
+    quick = measure_latency(path, x, threads, rounds=2, warmup=2, repeats=10, over_ms=1e9)
+    assert not quick.rechecked and quick.rounds >= 2  # under budget: believed at once
     assert lat.to_dict()["contended_rounds"] == lat.contended_rounds
