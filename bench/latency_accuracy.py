@@ -1,8 +1,10 @@
 """Accuracy of the latency tables: predicted vs measured end to end on held-out sub-networks.
 
 For every built-in target measurable here: 30 random sub-networks NOT used to fit the table are
-exported in the target's format/precision (exports.convert, like a shipped package), timed with the
-table's own method (interleaved rounds, median of medians), and compared with `predict()`:
+exported in the target's format/precision (exports.convert, like a shipped package), timed twice with
+the table's own method (interleaved rounds, lowest round median; the lower of the two passes counts,
+and the two passes' rank agreement is printed as the machine's repeatability: the ceiling for any
+latency model here), and compared with `predict()`:
 share within +-10% and Spearman rank correlation of p50 (goals: >= 90%, >= 0.95), the same for p95,
 predicted vs real exported size (goal: all within +-5%), and -- as the baseline the tables replace --
 the Spearman correlation of MACs with measured latency. Finally one pair of sub-networks whose
@@ -41,6 +43,7 @@ def held_out_archs(space, count: int, exclude: set, seed: int) -> list:
 
 def evaluate_target(profile, run_dir: Path, space, num_classes: int, archs: list, seed: int) -> dict:
     import numpy as np
+    from scipy.stats import spearmanr
 
     from supernets import cost
     from targets.latency import build_latency_table, load_latency_model, table_path
@@ -67,16 +70,20 @@ def evaluate_target(profile, run_dir: Path, space, num_classes: int, archs: list
         export_s = time.perf_counter() - t0
         sizes = [exported_size_bytes(p) for p in paths]
         t0 = time.perf_counter()
-        timings = measure_files(paths, profile.threads, runtime=profile.runtime, progress=True)
+        passes = [measure_files(paths, profile.threads, runtime=profile.runtime, progress=True, seed=k)
+                  for k in range(2)]
         timing_s = time.perf_counter() - t0
-    p50 = [t[0] for t in timings]
-    p95 = [t[1] for t in timings]
+    # Two independent timing passes: their rank agreement is the ceiling any latency model can reach on
+    # this machine (a 2-thread target on 2 shared vCPUs is noisy); the figure compared with the table is
+    # the lower p50 of the two (the lowest round median over both passes' rounds).
+    repeat_rho = float(spearmanr([t[0] for t in passes[0]], [t[0] for t in passes[1]]).statistic)
+    p50 = [min(a[0], b[0]) for a, b in zip(*passes, strict=True)]
+    p95 = [float(np.median([a[1], b[1]])) for a, b in zip(*passes, strict=True)]
     pred50 = [model.predict(a) for a in archs]
     pred95 = [model.predict_p95(a) for a in archs]
     pred_size = [model.size_bytes(a) for a in archs]
     size_err = np.abs(np.array(pred_size) - np.array(sizes)) / np.array(sizes)
     macs = [cost(space, a, num_classes).macs for a in archs]
-    from scipy.stats import spearmanr
 
     t0 = time.perf_counter()
     n = 20000
@@ -91,6 +98,7 @@ def evaluate_target(profile, run_dir: Path, space, num_classes: int, archs: list
         "size_within_5pct": float(np.mean(size_err <= 0.05)), "size_max_rel_error": float(size_err.max()),
         "macs_spearman_vs_measured": float(spearmanr(macs, p50).statistic),
         "predict_per_second": per_s, "export_seconds": export_s, "timing_seconds": timing_s,
+        "repeat_spearman_p50": repeat_rho,
         "archs": [a.to_dict() for a in archs], "measured_p50": p50, "predicted_p50": pred50,
     }
 
@@ -180,7 +188,8 @@ def main() -> int:
               f"{r['size_max_rel_error']:>9.2%} {r['macs_spearman_vs_measured']:>9.3f} "
               f"{r['table_fit_cv5']['within_10pct']:>11.0%} {r['predict_per_second']:>8.0f}")
         print(f"{'':<14} mean |err| p50 {r['p50']['mean_abs_rel_error']:.1%}, max {r['p50']['max_abs_rel_error']:.1%};"
-              f" export {r['export_seconds']:.0f} s, timing {r['timing_seconds']:.0f} s")
+              f" export {r['export_seconds']:.0f} s, timing {r['timing_seconds']:.0f} s (2 passes);"
+              f" repeatability (Spearman of pass 1 vs pass 2 p50) {r['repeat_spearman_p50']:.3f}")
     flip = find_flip(results)
     if flip:
         a, b = flip["targets"]
