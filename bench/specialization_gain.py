@@ -31,14 +31,13 @@ import numpy as np
 import torch
 
 from exports.convert import convert
-from exports.runtime import load_session
 from factory.data import to_model_input
 from factory.evaluate import calibrated_subnet, evaluate_arch
 from factory.run import SUMMARY_FILE, load_run
 from supernets import ArchConfig
 from supernets.torchvision_compat import from_torchvision_mobilenet_v3
-from targets.device_runner import time_interleaved
 from targets.latency import load_latency_model
+from targets.measure import measure_files_rounds
 from targets.profile import builtin_profiles, get_profile
 
 
@@ -55,20 +54,10 @@ def export_for(model: torch.nn.Module, profile, resolution: int, calib: np.ndarr
 
 
 def measure_interleaved(files: dict[str, tuple[Path, int]], threads: int, rounds: int, repeats: int) -> dict:
-    """(p50, p95) per contender, timed interleaved with the tables' method (targets/device_runner.py),
-    contended rounds of a multi-thread target set aside (canary: the largest contender)."""
-    def runner(path: Path, res: int, n_threads: int):
-        sess = load_session(path, n_threads)
-        x = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype("f4")
-        return lambda: sess.run_one(x)
-
+    """(p50, p95) per contender, timed interleaved with the tables' own method and code
+    (targets.measure.measure_files_rounds: contended rounds of a multi-thread target set aside)."""
     keys = list(files)
-    runners = [runner(*files[k], threads) for k in keys]
-    canary = None
-    if threads > 1:
-        big = max(keys, key=lambda k: file_size_mb(files[k][0]))
-        canary = (runner(*files[big], threads), runner(*files[big], 1))
-    timed = time_interleaved(runners, warmup=10, repeats=repeats, rounds=rounds, canary=canary)
+    timed = measure_files_rounds([files[k][0] for k in keys], threads, rounds=rounds, repeats=repeats)
     if timed.contended_rounds:
         print(f"  ({timed.contended_rounds} of {timed.rounds} rounds contended, set aside)")
     return dict(zip(keys, timed.timings, strict=True))

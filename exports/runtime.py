@@ -232,10 +232,6 @@ class Latency:
     contended_rounds: int
     rechecked: bool = False
 
-    @property
-    def contended(self) -> bool:
-        return self.contended_rounds >= self.rounds
-
     def to_dict(self) -> dict[str, Any]:
         return {"p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "rounds": self.rounds,
                 "contended_rounds": self.contended_rounds, "rechecked": self.rechecked}
@@ -246,7 +242,7 @@ RECHECK_WINDOW_S = 30.0  # how long a p50 over budget is re-timed before it is b
 
 def measure_latency(path: Path, x: np.ndarray, threads: int, *, rounds: int = 3, warmup: int = 20,
                     repeats: int = 100, over_ms: float | None = None, recheck_pause_s: float = 2.0,
-                    recheck_window_s: float = RECHECK_WINDOW_S, patience_s: float | None = None) -> Latency:
+                    recheck_window_s: float = RECHECK_WINDOW_S) -> Latency:
     """Time the file at `path` on batch-1 input `x` with the one method every budget check uses.
 
     A p50 above `over_ms` (the budget) is confirmed before it is believed: the file is timed again, in
@@ -255,10 +251,9 @@ def measure_latency(path: Path, x: np.ndarray, threads: int, *, rounds: int = 3,
     contended rounds (see targets.device_runner). Why: on this shared 2-vCPU host, slowdowns of 1.3-2x
     last from a second to about a minute; a demo's pick measured 0.42 ms and its package, minutes
     later, 0.65 ms twice in a row (budget 0.55 ms) -- one recheck is not enough, a window is."""
-    from targets.device_runner import DEFAULT_PATIENCE_S, time_interleaved
+    from targets.device_runner import time_interleaved
 
     x = np.ascontiguousarray(x[:1], dtype=np.float32)
-    patience = DEFAULT_PATIENCE_S if patience_s is None else patience_s
 
     def once() -> Latency:
         session = load_session(path, threads)
@@ -267,7 +262,7 @@ def measure_latency(path: Path, x: np.ndarray, threads: int, *, rounds: int = 3,
             single = load_session(path, 1)
             canary = (lambda: session.run_one(x), lambda: single.run_one(x))
         timed = time_interleaved([lambda: session.run_one(x)], warmup=warmup, repeats=repeats, rounds=rounds,
-                                 canary=canary, patience_s=patience)
+                                 canary=canary)
         (p50, p95), = timed.timings
         return Latency(p50, p95, timed.rounds, timed.contended_rounds)
 

@@ -197,7 +197,8 @@ class RoundsTiming:
         return self.contended_rounds >= self.rounds
 
     def to_dict(self) -> dict[str, object]:
-        return {"rounds": self.rounds, "contended_rounds": self.contended_rounds}
+        """How the rounds went, under keys that sit beside the planned `rounds` of a timing record."""
+        return {"rounds_timed": self.rounds, "contended_rounds": self.contended_rounds}
 
 
 def _median_and_p95(run: Callable[[], object], warmup: int, repeats: int) -> tuple[float, float]:
@@ -275,8 +276,7 @@ def run_bundle(bundle: Path, out: Path, *, warmup: int, repeats: int, rounds: in
                    "cpu_count": os.cpu_count(), "python": platform.python_version(),
                    "runtime_version": runtime_version(runtime)},
         "timing": {"warmup": warmup, "repeats": repeats, "rounds": rounds, "seed": seed,
-                   "method": TIMING_METHOD, "rounds_timed": timed.rounds,
-                   "contended_rounds": timed.contended_rounds},
+                   "method": TIMING_METHOD, **timed.to_dict()},
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "manifest": manifest,
         "models": [{"id": m["id"], "p50_ms": p50, "p95_ms": p95}

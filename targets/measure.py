@@ -54,9 +54,10 @@ def measure_files_rounds(paths: Sequence[Path], threads: int = 1, *, runtime: st
         raise ValueError(f"threads: {threads} is not allowed; expected an integer >= 1")
     rng = np.random.default_rng(seed)
     paths = [Path(p) for p in paths]
-    runtimes = {runtime or runtime_for_file(p) for p in paths}
-    runners = [device_runner.load_runner(p, runtime or runtime_for_file(p), threads, rng) for p in paths]
-    canary = device_runner.load_canary(paths, runtimes.pop(), threads, rng) if len(runtimes) == 1 else None
+    runtimes = [runtime or runtime_for_file(p) for p in paths]
+    runners = [device_runner.load_runner(p, rt, threads, rng) for p, rt in zip(paths, runtimes, strict=True)]
+    one_runtime = len(set(runtimes)) == 1
+    canary = device_runner.load_canary(paths, runtimes[0], threads, rng) if one_runtime else None
     with tqdm(total=rounds, desc="timing", unit="round", disable=not progress) as bar:
         return device_runner.time_interleaved(runners, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed,
                                               progress=bar.update, canary=canary)

@@ -186,7 +186,8 @@ def _report_table(table: Any, path: Path, as_json: bool) -> None:
                f"{table.fit['size_train']['max_abs_rel_error']:.2%}")
     timing = table.method.get("timing", {})
     if timing.get("contended_rounds"):
-        click.echo(f"  {timing['contended_rounds']} of {timing['rounds']} timing rounds were contended (another "
+        timed = timing["rounds_timed"]
+        click.echo(f"  {timing['contended_rounds']} of {timed} timing rounds were contended (another "
                    f"tenant slowed the {table.settings.get('threads')}-thread runs) and were set aside"
                    + ("; NO round was clean: the table is pessimistic, re-measure on a quieter machine"
-                      if timing["contended_rounds"] >= timing["rounds"] else ""))
+                      if timing["contended_rounds"] >= timed else ""))
