@@ -39,7 +39,8 @@ FORMATS: dict[str, FormatSpec] = {
         name="onnx", file_name="model.onnx", extra_files=(), layout="NCHW", runtime="onnxruntime",
         precisions=PRECISIONS,
         notes="opset 17; fp16 = fp16 weights with a Cast to fp32 (CPU computes in fp32); "
-              "int8 = ONNX Runtime static QDQ, per-channel weights, calibrated",
+              "int8 = ONNX Runtime static QDQ, per-channel 7-bit-range weights (no saturation without VNNI), "
+              "calibrated",
     ),
     "tflite": FormatSpec(
         name="tflite", file_name="model.tflite", extra_files=(), layout="NHWC", runtime="tflite",
@@ -50,7 +51,7 @@ FORMATS: dict[str, FormatSpec] = {
     "openvino": FormatSpec(
         name="openvino", file_name="openvino/model.xml", extra_files=("openvino/model.bin",), layout="NCHW",
         runtime="openvino", precisions=PRECISIONS,
-        notes="IR v11; fp16 = compress_to_fp16 weights; int8 = nncf.quantize (calibrated); labels and "
+        notes="IR v11; fp16 = compress_to_fp16 weights; int8 = nncf.quantize (calibrated, overflow fix); labels and "
               "preprocessing in rt_info",
     ),
 }

@@ -2,7 +2,8 @@
 
 fp16 stores weights in fp16 with a Cast back to fp32 (ONNX Runtime's CPU provider has no fp16 conv
 kernels on x86, and onnxconverter-common is not a dependency); int8 is ONNX Runtime static QDQ
-quantization, per-channel weights, calibrated on the given images.
+quantization, per-channel 7-bit-range weights (`reduce_range`, the same overflow fix as the OpenVINO
+exporter: without VNNI, full-range u8 x s8 products saturate), calibrated on the given images.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def _quantize_int8(fp32_path: Path, tmp: Path, calibration: np.ndarray) -> Any:
     out = tmp / "int8.onnx"
     quantize_static(str(pre), str(out), _Calibration(calibration), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax)
+                    calibrate_method=CalibrationMethod.MinMax, reduce_range=True)
     return onnx.load(str(out))
 
 

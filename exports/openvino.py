@@ -1,7 +1,10 @@
 """OpenVINO: `ov.convert_model` from the PyTorch module, saved as IR (model.xml + model.bin).
 
 fp16 = `compress_to_fp16` (weights stored fp16, decompressed at load); int8 = `nncf.quantize` on the
-calibration images. Metadata (labels, preprocessing, ...) goes into `rt_info` under `model_info`.
+calibration images, weights in half the int8 range on every layer (NNCF's overflow fix): CPUs without
+VNNI (AVX2, AVX-512 before VNNI) saturate full-range u8 x s8 products, so a full-range file computes
+differently there than on the machine that verified it. Metadata (labels, preprocessing, ...) goes into
+`rt_info` under `model_info`.
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) ->
 
 def _quantize_int8(ov_model: Any, spec: ExportSpec) -> Any:
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     assert spec.calibration is not None  # checked by convert()
     samples = [spec.calibration[i : i + 1] for i in range(len(spec.calibration))]
     return nncf.quantize(ov_model, nncf.Dataset(samples), subset_size=len(samples),
-                         preset=nncf.QuantizationPreset.PERFORMANCE)
+                         preset=nncf.QuantizationPreset.PERFORMANCE,
+                         advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE))
 
 
 def _set_rt_info(ov_model: Any, metadata: dict[str, Any]) -> None:

@@ -1,7 +1,6 @@
 import json
 import subprocess
 import sys
-import time
 
 from click.testing import CliRunner
 
@@ -29,10 +28,10 @@ def test_space_show_refuses_unknown_space_with_allowed_values():
     assert "ofa_mbv3" in result.output and "small" in result.output
 
 
-def test_factory_help_is_fast_and_imports_no_heavy_library():
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "factory", "--help"], capture_output=True, text=True, check=True)
-    assert time.perf_counter() - start < 10  # generous: the real goal (<2 s) is checked below by imports
+def test_factory_help_imports_no_heavy_library():
+    # the <2 s goal depends on the host's speed; what keeps it is that no heavy library is imported
+    proc = subprocess.run([sys.executable, "-m", "factory", "--help"], capture_output=True, text=True, check=True,
+                          timeout=120)
     assert "specialize" in proc.stdout or "space" in proc.stdout
     code = "import sys, factory.cli; print(sorted(m for m in ('torch','tensorflow','openvino') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -1,7 +1,8 @@
 import random
-import time
+from unittest.mock import patch
 
 import pytest
+import torch
 
 from supernets import ArchConfig, cost, get_space
 
@@ -44,13 +45,11 @@ def test_peak_activation_counts_input_image_at_least():
     assert cost(space, arch).peak_activation_bytes >= 3 * 32 * 32 * 4
 
 
-def test_cost_is_fast_enough_for_search():
+def test_cost_builds_no_module():
+    """cost() is arithmetic on the spec, cheap enough for a search's inner loop (bench/search_speed.py
+    times it): it must not build or run a network."""
     space = get_space()
-    rng = random.Random(0)
-    archs = [space.sample(rng) for _ in range(2000)]
-    cost(space, archs[0])
-    start = time.perf_counter()
-    for a in archs:
-        cost(space, a)
-    per_call = (time.perf_counter() - start) / len(archs)
-    assert per_call < 1e-3  # a sanity bound only; bench/elastic_overhead.py measures the rate
+    archs = [space.sample(random.Random(i)) for i in range(20)]
+    with patch.object(torch.nn.Module, "__init__", side_effect=AssertionError("cost() built a module")):
+        for a in archs:
+            assert cost(space, a).macs > 0

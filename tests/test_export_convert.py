@@ -14,8 +14,9 @@ from exports.convert import convert
 from exports.runtime import load_session, time_session
 from supernets import get_space
 
-# fp16 weights: 1e-2 x logit scale; int8: coarser, but a broken quantization is off by O(1) x scale
-TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1}
+# fp16 weights: 1e-2 x logit scale. Int8 files are judged by the gate's criteria on a trained network
+# (test_export_int8.py): a logit bound on this untrained network depends on the CPU's int8 kernels.
+TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +49,7 @@ def exported(subnet_case, tmp_path_factory):
 
 @pytest.mark.slow  # exports the shared files (TensorFlow import + conversions)
 @pytest.mark.parametrize("fmt", list(FORMATS))
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("precision", list(TOLERANCE))
 def test_exported_file_matches_pytorch_logits(exported, subnet_case, fmt, precision):
     _, _, x, ref, _ = subnet_case
     path = exported[(fmt, precision)]

@@ -7,7 +7,6 @@ Accuracy and latency here are pure functions of the config computed from `supern
 from __future__ import annotations
 
 import random
-import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -137,9 +136,8 @@ def test_search_pick_meets_budgets_and_beats_random_baseline_accuracy() -> None:
 def test_infeasible_target_returns_closest_with_misses_quickly() -> None:
     fastest = LAT.predict(SPACE.smallest())
     prof = _profile(latency_p50_ms=fastest * 0.5, min_accuracy=0.999)
-    t0 = time.perf_counter()
     r = search(SPACE, ACC, LAT, prof, population=100, generations=30, seed=0)
-    assert time.perf_counter() - t0 < 20
+    assert r.evaluations <= 100 * (30 + 1)  # the generation budget ends an infeasible search: no hang
     assert r.chosen is None and r.closest is not None and not r.feasible
     misses = r.closest.misses
     assert set(misses) == {"latency_p50_ms", "min_accuracy"}
