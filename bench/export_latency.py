@@ -31,7 +31,7 @@ def model_and_data(run_dir: str | None, arch_spec: str) -> tuple[torch.nn.Module
         from factory.data import to_model_input
         from factory.evaluate import calibrated_subnet
         from factory.run import load_run
-        from factory.train import arch_from_option
+        from factory.training.trainer import arch_from_option
 
         run = load_run(run_dir)
         arch = arch_from_option(run.space, arch_spec)
@@ -76,7 +76,7 @@ def main() -> None:
         fp32_total = sum(seconds[(fmt, "fp32")] for fmt in FORMATS)
         package_seconds = None
         if args.run:  # the whole `factory export` step: BN recalibration, 3 conversions, the verification gate
-            from factory.export import export_package
+            from factory.ship.export import export_package
 
             start = time.perf_counter()
             export_package(args.run, args.arch, list(FORMATS), "fp32", Path(tmp) / "pkg", latency_repeats=50)

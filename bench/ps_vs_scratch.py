@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from factory.data import to_model_input
 from factory.evaluate import evaluate_arch
 from factory.run import METRICS_FILE, SUMMARY_FILE, load_run
-from factory.sampling import derive_seed
-from factory.train import cosine_schedule, random_shift
+from factory.training.sampling import derive_seed
+from factory.training.trainer import cosine_schedule, random_shift
 from supernets import Supernet
 
 

@@ -13,11 +13,13 @@ The machine is shared: treat the times as upper bounds.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from factory.search import search
+from factory.search.engine import search
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,9 @@ class BenchTarget:
 def load_targets(run_dir: str | None, targets: str) -> list[BenchTarget]:
     """The (accuracy, latency, budgets) inputs of each target: real ones from a run, else proxies."""
     if run_dir is None:
-        from factory.search_proxies import CostLatencyModel, SyntheticAccuracy
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test stand-ins live there
+        from search_proxies import CostLatencyModel, SyntheticAccuracy
+
         from supernets import get_space
         from targets.profile import Constraints, TargetProfile
 
@@ -46,7 +50,7 @@ def load_targets(run_dir: str | None, targets: str) -> list[BenchTarget]:
         return [BenchTarget("proxy-latency", space, acc, lat, proxy("proxy-latency", latency_p50_ms=0.3), what),
                 BenchTarget("proxy-latency-size", space, acc, lat,
                             proxy("proxy-latency-size", latency_p50_ms=0.5, size_mb=6.0), what)]
-    from factory.predictor import load_predictor
+    from factory.predictor.model import load_predictor
     from factory.run import load_run
     from targets.latency import load_latency_model
     from targets.profile import builtin_profiles, get_profile

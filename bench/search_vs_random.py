@@ -20,7 +20,7 @@ import statistics
 import numpy as np
 from search_speed import BenchTarget, load_targets
 
-from factory.search import SearchResult, random_search, search
+from factory.search.engine import SearchResult, random_search, search
 
 
 def hypervolume(result: SearchResult, ref: np.ndarray) -> float:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from factory.errors import UserInputError
-from factory.train_config import DataConfig
+from factory.training.config import DataConfig
 
 OnBadImage = Literal["skip", "fail"]
 ON_BAD_IMAGE_CHOICES = ("skip", "fail")

@@ -49,8 +49,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory):
 
     import torch
 
-    from factory.train import train
-    from factory.train_config import config_from_dict
+    from factory.training.config import config_from_dict
+    from factory.training.trainer import train
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("runs") / "tiny"

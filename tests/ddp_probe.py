@@ -7,8 +7,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-from factory.train import train
-from factory.train_config import config_from_dict
+from factory.training.config import config_from_dict
+from factory.training.trainer import train
 
 config, out, hashes = sys.argv[1:4]
 summary = train(config_from_dict(tomllib.loads(Path(config).read_text()), origin=config), out)

@@ -18,7 +18,7 @@ def shared_package(tmp_path_factory: pytest.TempPathFactory, run_dir: Path, name
                    formats: tuple[str, ...] = ("onnx", "tflite", "openvino"), precision: str = "fp32") -> Path:
     import torch
 
-    from factory.export import export_package
+    from factory.ship.export import export_package
 
     out = tmp_path_factory.getbasetemp() / "export_packages" / name
     if (out / "manifest.json").is_file():

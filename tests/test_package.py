@@ -139,7 +139,7 @@ def test_int8_without_calibration_and_foreign_folders_are_refused(package, tmp_p
 
 
 def test_target_and_options_must_agree(tiny_run):
-    from factory.export import resolve_choice
+    from factory.ship.export import resolve_choice
     from targets.profile import TargetProfile
 
     profile = TargetProfile(name="t", runtime="tflite", precision="int8", threads=2)
@@ -168,7 +168,7 @@ def test_republishing_replaces_the_old_package_atomically(package, tmp_path):
 
 
 def test_target_budgets_checked_here_exclude_remote_latency_and_memory():
-    from factory.export import _budgets
+    from factory.ship.export import _budgets
     from targets.profile import Constraints, TargetProfile
 
     constraints = Constraints(latency_p50_ms=1.0, latency_p95_ms=2.0, size_mb=3.0, peak_memory_mb=4.0)

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from search_proxies import SyntheticAccuracy
 
 from factory.errors import UserInputError
-from factory.predictor import (
+from factory.predictor.model import (
     SAMPLES_FILE,
     FitConfig,
     load_predictor,
@@ -22,8 +23,7 @@ from factory.predictor import (
     split_holdout,
     stratified_archs,
 )
-from factory.predictor import fit_mlp as _fit
-from factory.search_proxies import SyntheticAccuracy
+from factory.predictor.model import fit_mlp as _fit
 from supernets import cost, get_space
 
 torch.set_num_threads(1)

@@ -1,7 +1,7 @@
 """NSGA-II search: valid variation, reproducibility, feasibility-first ordering, infeasible targets.
 
 Accuracy and latency here are pure functions of the config computed from `supernets.cost`
-(factory.search_proxies): the algorithm is under test, not a runtime.
+(search_proxies): the algorithm is under test, not a runtime.
 """
 
 from __future__ import annotations
@@ -12,10 +12,17 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 from deap import tools
+from search_proxies import CostLatencyModel, SyntheticAccuracy
 
-from factory.nsga import GenomeLayout, crossover_uniform, individual_class, make_toolbox, mutate_genes, repair_compound
-from factory.search import Budgets, Candidate, Prediction, nondominated, random_search, search
-from factory.search_proxies import CostLatencyModel, SyntheticAccuracy
+from factory.search.engine import Budgets, Candidate, Prediction, nondominated, random_search, search
+from factory.search.nsga import (
+    GenomeLayout,
+    crossover_uniform,
+    individual_class,
+    make_toolbox,
+    mutate_genes,
+    repair_compound,
+)
 from supernets import get_space
 from targets.profile import Constraints, TargetProfile
 

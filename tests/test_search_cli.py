@@ -102,10 +102,10 @@ def test_verification_ships_a_measured_network_the_predicted_front_ranks_lower(
     """A sub-network whose accuracy is already measured (here: the largest uniform one, given a measured
     accuracy above anything else) joins the verification and wins when it meets the budgets, without
     being measured again; the front's own candidates are still measured for real."""
-    from factory.pick import VerifyConfig, verify_pick
-    from factory.predictor import load_predictor
+    from factory.predictor.model import load_predictor
     from factory.run import load_run
-    from factory.search import Candidate, CandidateEvaluator, search
+    from factory.search.engine import Candidate, CandidateEvaluator, search
+    from factory.search.pick import VerifyConfig, verify_pick
     from targets.latency import load_latency_model
     from targets.profile import load_profile
 

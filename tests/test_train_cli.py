@@ -54,8 +54,8 @@ def test_sandwich_sampler_trains_every_phase(tmp_path):
     import math
     import tomllib
 
-    from factory.train import train
-    from factory.train_config import config_from_dict
+    from factory.training.config import config_from_dict
+    from factory.training.trainer import train
 
     cfg = config_from_dict(tomllib.loads("""
 [train]

@@ -7,7 +7,7 @@ import tomllib
 import pytest
 
 from factory.errors import UserInputError
-from factory.train_config import (
+from factory.training.config import (
     Overrides,
     apply_overrides,
     config_from_dict,

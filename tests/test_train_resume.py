@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from factory.checkpoint import load_checkpoint
 from factory.errors import UserInputError
-from factory.train import train
-from factory.train_config import Overrides, apply_overrides, load_config_file
+from factory.training.checkpoint import load_checkpoint
+from factory.training.config import Overrides, apply_overrides, load_config_file
+from factory.training.trainer import train
 
 CONFIG = """
 [train]

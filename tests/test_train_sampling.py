@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from factory.sampling import constrain, sample_step
+from factory.training.sampling import constrain, sample_step
 from supernets import get_space
 
 SPACE = get_space("small")

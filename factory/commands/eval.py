@@ -17,7 +17,7 @@ def eval_command(run_dir: str, arch_spec: str, device: str, as_json: bool) -> No
     """Recompute BN statistics on the calibration split, then report accuracy and loss on validation."""
     from factory.evaluate import evaluate_arch
     from factory.run import load_run
-    from factory.train import arch_from_option
+    from factory.training.trainer import arch_from_option
 
     run = load_run(run_dir)
     arch = arch_from_option(run.space, arch_spec)

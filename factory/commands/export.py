@@ -51,7 +51,7 @@ def export_command(run_dir: str, arch_spec: str, formats: tuple[str, ...] | None
     from pathlib import Path
 
     from exports.verify import read_manifest
-    from factory.export import export_package
+    from factory.ship.export import export_package
 
     echo = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     path = export_package(run_dir, arch_spec, formats, precision, Path(out_dir), target=target, threads=threads,

@@ -27,7 +27,7 @@ def search(run_dir: str, target: str, population: int, generations: int, seed: i
            no_verify: bool, out_dir: Path | None, as_json: bool) -> None:
     """NSGA-II over the run's space: Pareto front of predicted accuracy vs latency (and size when the
     target budgets it), then a verified pick. Exit code 3 when no sub-network meets the budgets."""
-    from factory.search_run import run_search, search_dir
+    from factory.search.run import run_search, search_dir
     from targets.profile import get_profile
 
     try:

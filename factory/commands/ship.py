@@ -56,7 +56,7 @@ def specialize_command(run_dir, targets_spec, out, population, generations, seed
     precision, verify; then OUT/report.md + report.html. Targets are independent: a failing one is
     reported and the others still ship. Exit 0 when all shipped, 3 when only infeasible targets failed,
     else 1."""
-    from factory.specialize import SpecializeOptions, specialize
+    from factory.ship.specialize import SpecializeOptions, specialize
 
     options = SpecializeOptions(population=population, generations=generations, seed=seed, verify_top=verify_top)
     outcomes = specialize(run_dir, targets_spec, out, options, say=_say)
@@ -71,7 +71,7 @@ def specialize_command(run_dir, targets_spec, out, population, generations, seed
 def benchmark_command(package, repeats, threads, as_json) -> None:
     """Accuracy and p50/p95 latency of every file in PACKAGE, with the parity gate's verdict per file.
     Exit 4 when any file fails the gate."""
-    from factory.benchmark import benchmark_package, render_table
+    from factory.ship.benchmark import benchmark_package, render_table
 
     report = benchmark_package(package, repeats=repeats, threads=threads)
     if as_json:
@@ -96,7 +96,7 @@ def demo_command(out, run_dir, retrain, samples, population, generations, seed) 
     """The whole chain on the embedded MNIST-5k digits: train the demo supernet (progressive
     shrinking), fit the accuracy predictor, specialize for every built-in target measurable here,
     and print where the packages and the report are."""
-    from factory.demo import run_demo
+    from factory.ship.demo import run_demo
 
     if retrain and run_dir.exists():
         shutil.rmtree(run_dir)

@@ -12,7 +12,7 @@ from factory.commands.common import print_json
 def _resolve_config(config_file: str | None, preset: str | None, resume: bool, out: Path):
     """Base config: --config FILE, else --preset, else (with --resume) the run's stored config, else demo."""
     from factory.run import CONFIG_FILE
-    from factory.train_config import load_config_file, load_preset
+    from factory.training.config import load_config_file, load_preset
 
     if config_file and preset:
         raise click.UsageError("give either --config or --preset, not both")
@@ -62,8 +62,8 @@ def train(data, out, config_file, preset, epochs_per_phase, steps_per_epoch, bat
     """
     from dataclasses import replace
 
-    from factory.train import train as run_training
-    from factory.train_config import Overrides, apply_overrides
+    from factory.training.config import Overrides, apply_overrides
+    from factory.training.trainer import train as run_training
 
     cfg = _resolve_config(config_file, preset, resume, out)
     cfg = apply_overrides(cfg, Overrides(

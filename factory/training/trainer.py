@@ -22,9 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from factory.checkpoint import Position, load_checkpoint, save_checkpoint
 from factory.data import Dataset, Split, load_dataset, to_model_input
-from factory.distributed import DistContext
 from factory.errors import UserInputError
 from factory.evaluate import evaluate_on
 from factory.run import (
@@ -38,8 +36,10 @@ from factory.run import (
     save_supernet,
     write_data_json,
 )
-from factory.sampling import PHASE_ORDER, derive_seed, sample_step
-from factory.train_config import TrainConfig, config_from_dict, first_incompatible_key
+from factory.training.checkpoint import Position, load_checkpoint, save_checkpoint
+from factory.training.config import TrainConfig, config_from_dict, first_incompatible_key
+from factory.training.distributed import DistContext
+from factory.training.sampling import PHASE_ORDER, derive_seed, sample_step
 from supernets import ArchConfig, SearchSpace, Supernet, get_space
 
 CHECKPOINT_NAME = "last.pt"

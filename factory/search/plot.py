@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from factory.search import SearchResult
+from factory.search.engine import SearchResult
 
 
 def plot_pareto(result: SearchResult, path: Path, title: str) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.errors import FactoryError, InfeasibleTargetError
-from factory.search import Budgets, Candidate, CandidateEvaluator, MapFn, SearchResult, arch_label, search
+from factory.search.engine import Budgets, Candidate, CandidateEvaluator, MapFn, SearchResult, arch_label, search
 
 DIRECT_CAP = (8, 3)  # (population, generations) when accuracy is measured, not predicted
 SEARCH_DIR = "search"
@@ -36,7 +36,7 @@ def known_candidates(run: Any, accuracy_fn: Any, latency: Any, budgets: Budgets)
     """Every sub-network whose accuracy the predictor fit already measured on the whole validation split
     (the uniform grid among them), as candidates with their measured accuracy, for the verification.
     Without a predictor their measured accuracy stands in for the prediction."""
-    from factory.predictor import SAMPLES_FILE, read_samples
+    from factory.predictor.model import SAMPLES_FILE, read_samples
 
     samples = read_samples(run.path / SAMPLES_FILE, run.space, run.checkpoint_sha256, images=len(run.dataset().val))
     archs = list(samples)
@@ -77,9 +77,9 @@ def run_search(
     candidates for real (0 = trust the predictions); write pareto.json/png under `out_dir`
     (default runs/<run>/search/<target>). InfeasibleTargetError (exit 3) when nothing fits: the
     files are still written, with the closest candidate."""
-    from factory.pick import VerifyConfig, verify_pick
-    from factory.predictor import load_predictor
+    from factory.predictor.model import load_predictor
     from factory.run import Run, load_run
+    from factory.search.pick import VerifyConfig, verify_pick
     from targets.latency import load_latency_model
 
     if not isinstance(run, Run):
@@ -127,8 +127,8 @@ def run_search(
 
 def write_outputs(result: SearchResult, out: Path, target: str, info: dict[str, Any]) -> tuple[Path, Path]:
     """pareto.json (atomic) and pareto.png."""
-    from factory.pareto_plot import plot_pareto
     from factory.run import atomic_write_text
+    from factory.search.plot import plot_pareto
 
     out.mkdir(parents=True, exist_ok=True)
     data = {**info, **result.to_dict()}

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.errors import InfeasibleTargetError
-from factory.search import Budgets, Candidate, Measurement, SearchResult, arch_label
+from factory.search.engine import Budgets, Candidate, Measurement, SearchResult, arch_label
 from supernets.arch import ArchConfig
 
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from factory.errors import UserInputError
-from factory.nsga import GenomeLayout, NSGAConfig, make_toolbox, run_nsga2
+from factory.search.nsga import GenomeLayout, NSGAConfig, make_toolbox, run_nsga2
 from supernets.arch import ArchConfig
 from supernets.space import SearchSpace
 
@@ -332,7 +332,7 @@ def search(
     """NSGA-II over `space` for the budgets of `profile`. Same seed (and inputs) -> same result.
 
     `chosen` is the most accurate feasible candidate by prediction (not yet verified: see
-    `factory.pick`); `closest` is set when nothing is feasible.
+    `factory.search.pick`); `closest` is set when nothing is feasible.
     """
     if population < 4:
         raise UserInputError(f"population: must be >= 4, got {population}")

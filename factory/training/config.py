@@ -17,7 +17,7 @@ from factory.errors import UserInputError
 PHASES = ("teacher", "kernel", "depth", "expand")
 SAMPLERS = ("uniform", "sandwich")
 DEVICES = ("auto", "cpu", "cuda")
-PRESET_DIR = Path(__file__).parent / "presets"
+PRESET_DIR = Path(__file__).parents[1] / "presets"
 # Keys that may differ between the stored config and a `--resume` request (they do not change the math).
 RUNTIME_KEYS = frozenset({"runtime.device", "runtime.checkpoint_interval_s", "runtime.progress"})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from factory.report import TargetOutcome
+from factory.ship.report import TargetOutcome
 
 
 def ensure_trained(run_dir: Path, say: Callable[[str], None]) -> None:
@@ -34,7 +34,7 @@ def ensure_trained(run_dir: Path, say: Callable[[str], None]) -> None:
 
 
 def ensure_predictor(run_dir: Path, samples: int, say: Callable[[str], None]) -> None:
-    from factory.predictor import fit_predictor, load_predictor
+    from factory.predictor.model import fit_predictor, load_predictor
     from factory.run import load_run
 
     run = load_run(run_dir)
@@ -51,7 +51,7 @@ def ensure_predictor(run_dir: Path, samples: int, say: Callable[[str], None]) ->
 
 def run_demo(run_dir: Path, out: Path, samples: int = 450, population: int = 100, generations: int = 100,
              seed: int = 0, say: Callable[[str], None] = print) -> list[TargetOutcome]:
-    from factory.specialize import SpecializeOptions, specialize
+    from factory.ship.specialize import SpecializeOptions, specialize
 
     ensure_trained(run_dir, say)
     ensure_predictor(run_dir, samples, say)

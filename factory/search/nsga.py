@@ -10,7 +10,7 @@ The genome is `space.encode(arch)`: one choice index per gene, `space.gene_choic
 number of choices. Every operator keeps each gene in range, and `repair_compound` restores the
 depth/expand coupling of a `sampling="compound"` space, so variation always yields valid configs.
 Fitness *values* are whatever the caller's `evaluate_batch` returns (already encoded for
-feasibility-first domination by `factory.search`); this module knows nothing about budgets.
+feasibility-first domination by `factory.search.engine`); this module knows nothing about budgets.
 """
 
 from __future__ import annotations

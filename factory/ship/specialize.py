@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.errors import FactoryError, InfeasibleTargetError, UserInputError, VerificationError
-from factory.report import TargetOutcome, write_report
+from factory.ship.report import TargetOutcome, write_report
 
 Say = Callable[[str], None]
 
@@ -69,8 +69,8 @@ def package_name(run: Any, arch: Any) -> str:
 
 def specialize_target(run: Any, profile: Any, out_dir: Path, options: SpecializeOptions, say: Say) -> TargetOutcome:
     """One target end to end; never raises for a domain failure (the outcome records it)."""
-    from factory.export import export_package
-    from factory.search_run import run_search
+    from factory.search.run import run_search
+    from factory.ship.export import export_package
 
     started = time.perf_counter()
     outcome = TargetOutcome(target=profile.name, status="failed", runtime=profile.runtime,
@@ -108,7 +108,7 @@ def specialize_target(run: Any, profile: Any, out_dir: Path, options: Specialize
 
 
 def _copy_pareto_plot(run: Any, profile: Any, target_dir: Path, outcome: TargetOutcome, out_dir: Path) -> None:
-    from factory.search_run import search_dir
+    from factory.search.run import search_dir
 
     png = search_dir(run.path, profile.name) / "pareto.png"
     if png.is_file():

@@ -57,7 +57,7 @@ def resolve_choice(formats: Sequence[str] | None, precision: str | None, threads
 
 
 def _resolve_arch(run: Run, arch: ArchConfig | str) -> ArchConfig:
-    from factory.train import arch_from_option
+    from factory.training.trainer import arch_from_option
     from supernets import ArchConfig
 
     if isinstance(arch, ArchConfig):
