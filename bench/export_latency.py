@@ -22,7 +22,8 @@ import torch
 
 from exports import FORMATS, PRECISIONS
 from exports.convert import convert
-from exports.runtime import load_session, time_session
+from exports.runtime import load_session
+from exports.timing import time_session
 
 
 def model_and_data(run_dir: str | None, arch_spec: str) -> tuple[torch.nn.Module, int, np.ndarray, str]:
@@ -31,7 +32,7 @@ def model_and_data(run_dir: str | None, arch_spec: str) -> tuple[torch.nn.Module
         from factory.data import to_model_input
         from factory.evaluate import calibrated_subnet
         from factory.run import load_run
-        from factory.training.trainer import arch_from_option
+        from factory.search.files import arch_from_option
 
         run = load_run(run_dir)
         arch = arch_from_option(run.space, arch_spec)

@@ -1,12 +1,14 @@
 """Deployment formats (ONNX, TFLite, OpenVINO), packages, and their verification.
 
-This module is import-cheap (no torch / tensorflow / openvino): it holds the one table of what each
-format supports, so the CLI can validate `--formats` / `--precision` without loading any runtime.
+This module is import-cheap (stdlib only: no numpy, torch, tensorflow or openvino): it holds the one
+table of what each format supports, so the CLI can validate `--formats` / `--precision` without loading
+any runtime, and a probe bundle can carry it to a device.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 
@@ -56,7 +58,9 @@ FORMATS: dict[str, FormatSpec] = {
     ),
 }
 
-FILE_SUFFIX_FORMAT: dict[str, str] = {".onnx": "onnx", ".tflite": "tflite", ".xml": "openvino"}
+# Derived from FORMATS, never written twice: main-file suffix -> format, runtime -> the format it loads.
+FILE_SUFFIX_FORMAT: dict[str, str] = {PurePosixPath(spec.file_name).suffix: name for name, spec in FORMATS.items()}
+RUNTIMES: dict[str, str] = dict(sorted((spec.runtime, name) for name, spec in FORMATS.items()))
 
 
 def get_format(name: str) -> FormatSpec:
@@ -68,8 +72,18 @@ def get_format(name: str) -> FormatSpec:
 
 
 def check_precision(precision: str) -> None:
+    """ValueError naming the allowed precisions unless `precision` is one of them."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision: unknown {precision!r}; allowed: {list(PRECISIONS)}")
 
 
-__all__ = ["FILE_SUFFIX_FORMAT", "FORMATS", "PRECISIONS", "FormatSpec", "check_precision", "get_format"]
+def runtime_format(runtime: str) -> str:
+    """The format a runtime loads; ValueError naming the allowed runtimes."""
+    try:
+        return RUNTIMES[runtime]
+    except KeyError:
+        raise ValueError(f"runtime: {runtime!r} is not allowed; allowed: {', '.join(RUNTIMES)}") from None
+
+
+__all__ = ["FILE_SUFFIX_FORMAT", "FORMATS", "PRECISIONS", "RUNTIMES", "FormatSpec", "check_precision", "get_format",
+           "runtime_format"]

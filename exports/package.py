@@ -25,6 +25,7 @@ from torch import nn
 from exports import FORMATS, check_precision, get_format
 from exports.convert import convert
 from exports.modelcard import render_model_card
+from exports.timing import Latency
 from exports.verify import MANIFEST, VERIFICATION_FILE, VerificationSet, file_record, verify_package
 
 SCHEMA_VERSION = 1
@@ -63,6 +64,13 @@ class PackageRequest:
 
     `validation` is the set the gate and the accuracy figures use at export time (ideally the whole
     validation split); the first `stored_images` of it are stored in the package for `factory verify`.
+
+    Work done before is handed in, not redone: `converted` maps a format to a folder holding its files
+    (package layout: FormatSpec.file_name + extra_files) converted from `model` with this precision,
+    calibration and `model_metadata` (the search's verified pick); they are copied, not converted again.
+    `timings` maps a format to the latency of that very file measured with `exports.timing.measure_latency`;
+    the gate checks it instead of timing again. `predicted` holds the search's predicted figures, recorded
+    in the manifest next to the measured ones.
     """
 
     model: nn.Module
@@ -81,10 +89,17 @@ class PackageRequest:
     latency_repeats: int = 200
     stored_images: int = 200
     name: str | None = None
+    converted: dict[str, Path] = field(default_factory=dict)
+    timings: dict[str, Latency] = field(default_factory=dict)
+    predicted: dict[str, float] | None = None
 
     def check(self) -> None:
         if not self.formats:
             raise ValueError(f"formats: none given; allowed: {list(FORMATS)}")
+        for fmt, folder in self.converted.items():
+            if fmt not in self.formats or not (Path(folder) / FORMATS[fmt].file_name).is_file():
+                raise ValueError(f"converted: {fmt!r} is not among the formats {list(self.formats)} or "
+                                 f"{folder} holds no {FORMATS[fmt].file_name}")
         for fmt in self.formats:
             get_format(fmt).check_precision(self.precision)
         check_precision(self.precision)
@@ -146,14 +161,23 @@ def _total_size(entry: dict[str, Any]) -> int:
     return entry["size_bytes"] + sum(x["size_bytes"] for x in entry.get("extra_files", []))
 
 
-def _metadata(req: PackageRequest) -> dict[str, Any]:
-    """Manifest essentials embedded in the model files themselves (ONNX metadata_props, OpenVINO rt_info)."""
-    return {"labels": req.labels, "input": req.preprocessing.to_dict(), "arch": req.arch or {},
+def model_metadata(labels: list[str], preprocessing: Preprocessing, arch: dict[str, Any] | None) -> dict[str, Any]:
+    """Manifest essentials embedded in the model files themselves (ONNX metadata_props, OpenVINO rt_info).
+    Whoever converts a file that may ship (the package writer, the search's verified pick) passes this."""
+    return {"labels": list(labels), "input": preprocessing.to_dict(), "arch": arch or {},
             "schema_version": SCHEMA_VERSION}
 
 
-def write_package(req: PackageRequest, out_dir: Path, progress: Callable[[str], None] | None = None) -> Path:
-    """Convert, verify and publish a package at `out_dir`; returns `out_dir`.
+@dataclass(frozen=True)
+class WrittenPackage:
+    """A published package: its folder and the manifest written there (metrics included)."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+
+def write_package(req: PackageRequest, out_dir: Path, progress: Callable[[str], None] | None = None) -> WrittenPackage:
+    """Convert (or copy `req.converted`), verify and publish a package at `out_dir`.
 
     Raises ValueError for bad requests (before any work) and exports.verify.VerificationFailed when the
     gate refuses a file; in both cases nothing is left at `out_dir` (an older package there is kept).
@@ -164,25 +188,44 @@ def write_package(req: PackageRequest, out_dir: Path, progress: Callable[[str], 
     say = progress or (lambda _msg: None)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        _build(req, tmp, say)
+        manifest = _build(req, tmp, say)
         _publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir
+    return WrittenPackage(out_dir, manifest)
 
 
-def _build(req: PackageRequest, root: Path, say: Callable[[str], None]) -> None:
+def _copy_converted(folder: Path, fmt: str, root: Path) -> Path:
+    """The files of `fmt` converted before (package layout under `folder`), copied into the package."""
+    spec = FORMATS[fmt]
+    for rel in (spec.file_name, *spec.extra_files):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(folder) / rel, root / rel)
+    return root / spec.file_name
+
+
+def _model_files(req: PackageRequest, root: Path, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Each format's file in the package (converted here, or copied when converted before): manifest entries."""
     pre = req.preprocessing
     files = []
     for i, fmt in enumerate(req.formats, 1):
         started = datetime.now(UTC)
-        main = convert(req.model, fmt, req.precision, root, resolution=pre.resolution, calibration=req.calibration,
-                       metadata=_metadata(req))
+        if fmt in req.converted:
+            main, how = _copy_converted(req.converted[fmt], fmt, root), "converted and verified by the search"
+        else:
+            main = convert(req.model, fmt, req.precision, root, resolution=pre.resolution,
+                           calibration=req.calibration, metadata=model_metadata(req.labels, pre, req.arch))
+            how = f"in {(datetime.now(UTC) - started).total_seconds():.1f} s"
         files.append(_file_entry(root, fmt, req.precision, main, pre.resolution, pre.channels))
-        seconds = (datetime.now(UTC) - started).total_seconds()
         say(f"[{i}/{len(req.formats)}] {fmt} {req.precision}: {main.relative_to(root)} "
-            f"({_total_size(files[-1]) / 1e6:.2f} MB) in {seconds:.1f} s")
+            f"({_total_size(files[-1]) / 1e6:.2f} MB) {how}")
+    return files
+
+
+def _build(req: PackageRequest, root: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    pre = req.preprocessing
+    files = _model_files(req, root, say)
     req.validation.head(req.stored_images).save(root / VERIFICATION_FILE)
     (root / "labels.txt").write_text("".join(f"{name}\n" for name in req.labels))
     manifest = {
@@ -204,21 +247,28 @@ def _build(req: PackageRequest, root: Path, say: Callable[[str], None]) -> None:
         "metrics": {"threads": req.threads},
     }
     _write_json(root / MANIFEST, manifest)
+    timings = {FORMATS[fmt].file_name: t for fmt, t in req.timings.items()}
+    timing = f"{req.latency_repeats} timed runs each" if len(timings) < len(files) else "latency timed by the search"
     say(f"verifying {len(files)} file(s) on {len(req.validation.labels)} validation images "
-        f"(parity, accuracy, {req.latency_repeats} timed runs each, {req.threads} thread(s))")
+        f"(parity, accuracy, {timing}, {req.threads} thread(s))")
     report = verify_package(root, budgets=req.budgets, threads=req.threads, latency_repeats=req.latency_repeats,
-                            vset=req.validation)
+                            vset=req.validation, timings=timings)
     manifest["metrics"] = _metrics(req, report)
     _write_json(root / MANIFEST, manifest)
     (root / "README.md").write_text(render_model_card(manifest))
     for f in report["files"]:
         say(f"verified {f['path']}: accuracy {f['accuracy']:.2%}, max |diff| {f['relative_diff']:.1e} x scale, "
             f"agreement {f['top1_agreement']:.1%}, p50 {f['latency_p50_ms']:.3f} ms, p95 {f['latency_p95_ms']:.3f} ms")
+    return manifest
 
 
 def _metrics(req: PackageRequest, report: dict[str, Any]) -> dict[str, Any]:
     keep = ("accuracy", "top1_agreement", "max_abs_diff", "relative_diff", "latency_p50_ms", "latency_p95_ms",
-            "size_bytes")  # size_bytes: the model file plus its extra files (OpenVINO .bin)
+            "latency_timed_by", "size_bytes")  # size_bytes: the model file plus its extra files (OpenVINO .bin)
+    predicted = {} if req.predicted is None else {
+        "predicted": dict(req.predicted),
+        "predicted_note": "the search's figures for this sub-network (accuracy predictor, latency model of the "
+                          "target; peak memory is an estimate); measured figures are under files"}
     return {
         "validation_images": len(req.validation.labels),
         "reference_accuracy": req.validation.reference_accuracy,
@@ -227,6 +277,7 @@ def _metrics(req: PackageRequest, report: dict[str, Any]) -> dict[str, Any]:
         "latency_note": "batch 1, single inference, measured on the export machine (under whatever load it had)",
         **{k: req.cost[k] for k in ("macs", "params", "peak_activation_bytes") if k in req.cost},
         "files": {f["path"]: {k: f[k] for k in keep if k in f} for f in report["files"]},
+        **predicted,
     }
 
 

@@ -1,22 +1,24 @@
-"""Run an exported file in its own runtime with one interface, and time it.
+"""Run an exported file in its own runtime with one interface: the one session setup of this project.
 
 `load_session(path, threads)` picks the runtime from the file suffix (.onnx -> ONNX Runtime,
-.tflite -> LiteRT, .xml -> OpenVINO). Every session takes NCHW float32 input, whatever the file's
-layout, and returns outputs in PyTorch's layout, so parity checks compare like with like. Files are
-batch-1 graphs: `run` loops over the rows of a batch; `run_one` is the timed hot path.
+.tflite -> LiteRT, .xml -> OpenVINO) and configures it as the package README tells clients to, so
+parity checks, the export gate, the pick, the latency tables and the probe bundle on a device all run
+the same sessions. `run` / `run_one` take NCHW float32 input, whatever the file's layout, and return
+outputs in PyTorch's layout (files are batch-1 graphs: `run` loops over the rows of a batch);
+`raw_runner` times the runtime alone on an input of the file's own shape and dtype.
+
+Import-cheap (numpy + stdlib; runtimes are imported when a session opens): probe bundles carry this file.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from exports import FILE_SUFFIX_FORMAT
+from exports import FILE_SUFFIX_FORMAT, FORMATS
 
 
 class Session(Protocol):
@@ -28,12 +30,23 @@ class Session(Protocol):
 
     def run(self, x: np.ndarray) -> np.ndarray: ...
 
+    def raw_runner(self, rng: np.random.Generator) -> Callable[[], object]: ...
+
 
 def _run_rows(session: Session, x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 4:
         raise ValueError(f"input: expected NCHW (N, C, H, W), got shape {x.shape}")
     return np.concatenate([session.run_one(x[i : i + 1]) for i in range(len(x))], axis=0)
+
+
+def random_input(shape: Sequence[int], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+    """Random values of a tensor's shape (dynamic dims -> 1) and dtype: latency does not depend on them."""
+    shape = [int(d) if isinstance(d, int | np.integer) and int(d) > 0 else 1 for d in shape]
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
 
 
 class OnnxSession:
@@ -58,6 +71,12 @@ class OnnxSession:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return _run_rows(self, x)
+
+    def raw_runner(self, rng: np.random.Generator) -> Callable[[], object]:
+        """One inference on a fixed random input of the file's own input type (float32, else int8)."""
+        inp = self._sess.get_inputs()[0]
+        feed = {inp.name: random_input(inp.shape, np.dtype(np.float32 if "float" in inp.type else np.int8), rng)}
+        return lambda: self._sess.run(None, feed)
 
 
 OPENVINO_HINTS = ("auto", "f32", "default")
@@ -98,6 +117,12 @@ class OpenVinoSession:
     def run(self, x: np.ndarray) -> np.ndarray:
         return _run_rows(self, x)
 
+    def raw_runner(self, rng: np.random.Generator) -> Callable[[], object]:
+        """One inference on a fixed random float32 input of the IR's input shape (no output copy)."""
+        shape = list(self._compiled.input(0).get_partial_shape().to_shape())
+        x = random_input(shape, np.dtype(np.float32), rng)
+        return lambda: self._request.infer({0: x})
+
 
 TFLITE_KERNELS = ("auto", "xnnpack", "builtin")
 
@@ -113,8 +138,7 @@ class TfliteSession:
     fmt = "tflite"
 
     def __init__(self, path: Path, threads: int, kernels: str = "auto") -> None:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
+        Interpreter, OpResolverType = _litert()
         if kernels not in TFLITE_KERNELS:
             raise ValueError(f"kernels: unknown {kernels!r}; allowed: {list(TFLITE_KERNELS)}")
         self.path, self.threads = path, threads
@@ -139,6 +163,22 @@ class TfliteSession:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return _run_rows(self, x)
+
+    def raw_runner(self, rng: np.random.Generator) -> Callable[[], object]:
+        """`invoke` on a fixed random input set once, in the input tensor's own NHWC shape and dtype (int8
+        for fully-quantized graphs): no transpose or (de)quantization in the timed call."""
+        self._interp.set_tensor(self._in["index"], random_input(self._in["shape"], np.dtype(self._in["dtype"]), rng))
+        return self._interp.invoke
+
+
+def _litert() -> tuple[Any, Any]:
+    """(Interpreter, OpResolverType) from ai-edge-litert, else from tflite_runtime (some devices only
+    have that wheel; its interpreter has the same interface)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter, OpResolverType  # type: ignore[import-not-found,no-redef]
+    return Interpreter, OpResolverType
 
 
 def _quantize_io(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -169,6 +209,11 @@ def format_of(path: Path) -> str:
     return fmt
 
 
+def runtime_of(path: Path) -> str:
+    """The runtime that loads a model file ("onnxruntime" | "openvino" | "tflite"), from its suffix."""
+    return FORMATS[format_of(path)].runtime
+
+
 def load_session(path: Path, threads: int = 1, *, tflite_kernels: str = "auto",
                  openvino_hint: str = "auto") -> Session:
     """Open `path` in its runtime. NCHW float32 in, PyTorch-layout outputs out.
@@ -186,91 +231,3 @@ def load_session(path: Path, threads: int = 1, *, tflite_kernels: str = "auto",
     if fmt == "openvino":
         return OpenVinoSession(path, threads, precision_hint=openvino_hint)
     return _SESSIONS[fmt](path, threads)
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Latency of single batch-1 inferences, in milliseconds."""
-
-    p50_ms: float
-    p95_ms: float
-    samples: list[float] = field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "repeats": len(self.samples)}
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default method), q in 0..100."""
-    return float(np.percentile(np.asarray(samples), q))
-
-
-def time_session(session: Session, x: np.ndarray, warmup: int = 20, repeats: int = 200) -> Timing:
-    """Warm up, then time `repeats` single inferences of `x` (batch 1, NCHW float32) one by one."""
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    x = np.ascontiguousarray(x[:1], dtype=np.float32)
-    for _ in range(warmup):
-        session.run_one(x)
-    samples = []
-    clock = time.perf_counter
-    for _ in range(repeats):
-        t0 = clock()
-        session.run_one(x)
-        samples.append((clock() - t0) * 1e3)
-    return Timing(p50_ms=statistics.median(samples), p95_ms=percentile(samples, 95), samples=samples)
-
-
-@dataclass(frozen=True)
-class Latency:
-    """A file's latency as budgets are checked: `rounds` rounds of `repeats` runs (after `warmup`), p50 =
-    lowest round median, p95 = median round p95, contended rounds set aside (targets.device_runner)."""
-
-    p50_ms: float
-    p95_ms: float
-    rounds: int
-    contended_rounds: int
-    rechecked: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "rounds": self.rounds,
-                "contended_rounds": self.contended_rounds, "rechecked": self.rechecked}
-
-
-RECHECK_WINDOW_S = 30.0  # how long a p50 over budget is re-timed before it is believed
-
-
-def measure_latency(path: Path, x: np.ndarray, threads: int, *, rounds: int = 3, warmup: int = 20,
-                    repeats: int = 100, over_ms: float | None = None, recheck_pause_s: float = 2.0,
-                    recheck_window_s: float = RECHECK_WINDOW_S) -> Latency:
-    """Time the file at `path` on batch-1 input `x` with the one method every budget check uses.
-
-    A p50 above `over_ms` (the budget) is confirmed before it is believed: the file is timed again, in
-    fresh sessions, every `recheck_pause_s` for up to `recheck_window_s`, and the lowest figures count
-    (another tenant only adds time). Multi-thread files are also timed on 1 thread each round to spot
-    contended rounds (see targets.device_runner). Why: on this shared 2-vCPU host, slowdowns of 1.3-2x
-    last from a second to about a minute; a demo's pick measured 0.42 ms and its package, minutes
-    later, 0.65 ms twice in a row (budget 0.55 ms) -- one recheck is not enough, a window is."""
-    from targets.device_runner import time_interleaved
-
-    x = np.ascontiguousarray(x[:1], dtype=np.float32)
-
-    def once() -> Latency:
-        session = load_session(path, threads)
-        canary = None
-        if threads > 1:
-            single = load_session(path, 1)
-            canary = (lambda: session.run_one(x), lambda: single.run_one(x))
-        timed = time_interleaved([lambda: session.run_one(x)], warmup=warmup, repeats=repeats, rounds=rounds,
-                                 canary=canary)
-        (p50, p95), = timed.timings
-        return Latency(p50, p95, timed.rounds, timed.contended_rounds)
-
-    best = once()
-    deadline = time.monotonic() + recheck_window_s
-    while over_ms is not None and best.p50_ms > over_ms and time.monotonic() < deadline:
-        time.sleep(recheck_pause_s)
-        again = once()
-        best = Latency(min(best.p50_ms, again.p50_ms), min(best.p95_ms, again.p95_ms), best.rounds + again.rounds,
-                       best.contended_rounds + again.contended_rounds, rechecked=True)
-    return best

@@ -6,7 +6,7 @@ runtime; parity with the PyTorch reference logits stored in the package (verific
     fp16  max |logit diff| <= 1e-2 x logit scale
     int8  top-1 agreement with the reference >= 98 % and accuracy drop <= 1 point vs the fp32 reference
 and, when budgets are given, the measured p50 / p95 latency and the file size against them. Latency is
-timed with `exports.runtime.measure_latency`, the method of the latency tables and the pick (rounds,
+timed with `exports.timing.measure_latency`, the method of the latency tables and the pick (rounds,
 lowest round median, contended rounds set aside, a p50 over budget re-timed for up to 30 s before it is
 believed).
 Every failure names the file and the figure; the report is plain JSON-able data either way.
@@ -14,7 +14,6 @@ Every failure names the file and the figure; the report is plain JSON-able data 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from exports.runtime import RECHECK_WINDOW_S, load_session, measure_latency
+from exports.budgets import BUDGET_NAMES, GATE_BUDGETS
+from exports.files import sha256_file
+from exports.runtime import load_session
+from exports.timing import RECHECK_WINDOW_S, Latency, measure_latency
 
 MANIFEST = "manifest.json"
 VERIFICATION_FILE = "verification.npz"
@@ -30,8 +32,7 @@ VERIFICATION_FILE = "verification.npz"
 PARITY_TOLERANCE: dict[str, float] = {"fp32": 1e-4, "fp16": 1e-2}
 INT8_MIN_AGREEMENT = 0.98
 INT8_MAX_ACCURACY_DROP = 0.01
-BUDGET_KEYS: tuple[str, ...] = ("latency_p50_ms", "latency_p95_ms", "size_mb", "min_accuracy")
-LATENCY_ROUNDS = 3  # latency_repeats are split into this many rounds (exports.runtime.measure_latency)
+LATENCY_ROUNDS = 3  # latency_repeats are split into this many rounds (exports.timing.measure_latency)
 
 
 class VerificationFailed(Exception):
@@ -71,14 +72,6 @@ class VerificationSet:
     def load(cls, path: Path) -> VerificationSet:
         with np.load(path) as data:
             return cls(data["inputs"], data["labels"], data["reference"])
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_record(root: Path, rel: str) -> dict[str, Any]:
@@ -137,9 +130,9 @@ def parity_failures(precision: str, fig: dict[str, float]) -> list[str]:
 
 def budget_failures(fig: dict[str, float], budgets: dict[str, float | None]) -> list[str]:
     """Measured latency / size / accuracy against optional budgets (None = no budget)."""
-    unknown = sorted(set(budgets) - set(BUDGET_KEYS) - {"peak_memory_mb"})
+    unknown = sorted(set(budgets) - set(BUDGET_NAMES))
     if unknown:
-        raise ValueError(f"budgets: unknown key(s) {unknown}; allowed: {list(BUDGET_KEYS)}")
+        raise ValueError(f"budgets: unknown key(s) {unknown}; allowed: {list(GATE_BUDGETS)}")
     out = []
     contended = fig.get("latency_contended_rounds", 0) >= fig.get("latency_rounds", 1) > 0
     caveat = (f" (timed under contention: all {fig.get('latency_rounds')} rounds slowed by another tenant; "
@@ -157,8 +150,11 @@ def budget_failures(fig: dict[str, float], budgets: dict[str, float | None]) -> 
 
 def check_file(root: Path, entry: dict[str, Any], vset: VerificationSet, *, threads: int = 1,
                latency_repeats: int = 200, budgets: dict[str, float | None] | None = None,
-               latency_recheck_s: float = RECHECK_WINDOW_S) -> dict[str, Any]:
-    """Checksums, load + run, parity, latency and budgets of one manifest file entry."""
+               latency_recheck_s: float = RECHECK_WINDOW_S, timing: Latency | None = None) -> dict[str, Any]:
+    """Checksums, load + run, parity, latency and budgets of one manifest file entry.
+
+    `timing`: this very file already timed with `measure_latency` (the search's verified pick timed the
+    file the package ships): its figures are checked against the budgets instead of timing it again."""
     records = [entry, *entry.get("extra_files", [])]
     result: dict[str, Any] = {"path": entry["path"], "format": entry["format"], "precision": entry["precision"],
                               "size_bytes": sum(r["size_bytes"] for r in records)}
@@ -175,14 +171,17 @@ def check_file(root: Path, entry: dict[str, Any], vset: VerificationSet, *, thre
                 "failures": [f"output shape {list(logits.shape)}, expected {list(vset.reference.shape)}"]}
     result.update(parity_figures(logits, vset))
     failures += parity_failures(entry["precision"], result)
-    if latency_repeats > 0:
+    timed_by = "search verification (same file, same method)" if timing is not None else "gate"
+    if timing is None and latency_repeats > 0:
         rounds = LATENCY_ROUNDS
         timing = measure_latency(root / entry["path"], vset.inputs[:1], threads, rounds=rounds,
                                  repeats=max(1, -(-latency_repeats // rounds)),
                                  over_ms=(budgets or {}).get("latency_p50_ms"), recheck_window_s=latency_recheck_s)
-        result.update(latency_p50_ms=timing.p50_ms, latency_p95_ms=timing.p95_ms, latency_repeats=latency_repeats,
-                      latency_rounds=timing.rounds, latency_contended_rounds=timing.contended_rounds,
-                      latency_rechecked=timing.rechecked, threads=threads)
+        result.update(latency_repeats=latency_repeats)
+    if timing is not None:
+        result.update(latency_p50_ms=timing.p50_ms, latency_p95_ms=timing.p95_ms, latency_rounds=timing.rounds,
+                      latency_contended_rounds=timing.contended_rounds, latency_rechecked=timing.rechecked,
+                      latency_timed_by=timed_by, threads=threads)
     failures += budget_failures(result, budgets or {})
     return {**result, "passed": not failures, "failures": failures}
 
@@ -203,12 +202,14 @@ def read_manifest(package: Path) -> dict[str, Any]:
 
 def verify_package(package: Path, *, budgets: dict[str, float | None] | None = None, threads: int | None = None,
                    latency_repeats: int = 200, vset: VerificationSet | None = None,
-                   latency_recheck_s: float = RECHECK_WINDOW_S) -> dict[str, Any]:
+                   latency_recheck_s: float = RECHECK_WINDOW_S,
+                   timings: dict[str, Latency] | None = None) -> dict[str, Any]:
     """Run the gate on a package folder. Returns the report; raises VerificationFailed naming each failure.
 
     `budgets` default to those recorded at export (manifest verification.budgets); `threads` to the
     manifest's; `vset` (e.g. the full validation split at export time) to the set stored in the package;
-    a p50 over budget is re-timed for up to `latency_recheck_s` before it is believed.
+    a p50 over budget is re-timed for up to `latency_recheck_s` before it is believed. `timings`: manifest
+    file path -> that file's latency measured before (see `check_file`); every other check still runs.
     """
     root = Path(package)
     manifest = read_manifest(root)
@@ -223,7 +224,8 @@ def verify_package(package: Path, *, budgets: dict[str, float | None] | None = N
     vset = vset or VerificationSet.load(root / vrec["path"])
     for entry in manifest["files"]:
         report["files"].append(check_file(root, entry, vset, threads=threads, latency_repeats=latency_repeats,
-                                          budgets=budgets, latency_recheck_s=latency_recheck_s))
+                                          budgets=budgets, latency_recheck_s=latency_recheck_s,
+                                          timing=(timings or {}).get(entry["path"])))
     failures = [f"{f['path']}: {msg}" for f in report["files"] for msg in f["failures"]]
     report.update(passed=not failures, failures=failures, images=len(vset.labels),
                   reference_accuracy=vset.reference_accuracy)

@@ -21,7 +21,22 @@ from factory.commands.train import train
 from factory.errors import FactoryError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class FactoryGroup(click.Group):
+    """The one place where exceptions become exit codes: a FactoryError (any command, any depth) is printed
+    as `error: ...` and exits with its `exit_code` (factory.errors); click's usage errors exit 2. Here, not
+    in `main`, so that in-process callers (click's CliRunner) get the same codes as the shell."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except FactoryError as exc:
+            if os.environ.get("FACTORY_DEBUG"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=FactoryGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="ofa-factory")
 def cli() -> None:
     """Once-for-all model factory: train one elastic supernet, then specialize and export a
@@ -50,22 +65,16 @@ cli.add_command(demo_command)
 
 
 def main() -> None:
-    """Entry point: domain errors become a message and their exit code, not a traceback."""
+    """Entry point: exit codes come from `FactoryGroup`; an interrupt exits 130 without a traceback."""
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except FactoryError as exc:
-        if os.environ.get("FACTORY_DEBUG"):
-            raise
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

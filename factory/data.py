@@ -12,7 +12,7 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,38 +44,72 @@ class Split:
 
 
 @dataclass(frozen=True)
-class Dataset:
-    """A source split three ways, with what a client needs to preprocess images like training did."""
+class DataInfo:
+    """What data.json records about a run's data: the recipe that rebuilds its split (`load`) and the
+    preprocessing a client repeats (class names; per-channel mean/std of the train split)."""
 
     source: str
-    train: Split
-    val: Split
-    calib: Split
     class_names: list[str]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     image_size: int
-    seed: int
-    skipped_files: tuple[str, ...] = ()
+    split_seed: int
     val_fraction: float = VAL_FRACTION
+    on_bad_image: str = "fail"
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def describe(self) -> dict:
-        """What data.json records: enough to rebuild the same split and preprocess like training."""
+    def load(self) -> Dataset:
+        """The same train/val/calib split (the split is deterministic in the recipe)."""
+        return load_dataset(self.source, image_size=self.image_size, seed=self.split_seed,
+                            on_bad_image=self.on_bad_image,  # type: ignore[arg-type]
+                            val_fraction=self.val_fraction)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str) -> DataInfo:
+        """From data.json; UserInputError naming `origin` and the first missing key."""
+        for key in ("source", "class_names", "mean", "std", "image_size", "split_seed"):
+            if key not in data:
+                raise UserInputError(f"{origin}: missing key {key!r}")
+        return cls(
+            source=str(data["source"]),
+            class_names=list(data["class_names"]),
+            mean=tuple(data["mean"]),  # type: ignore[arg-type]
+            std=tuple(data["std"]),  # type: ignore[arg-type]
+            image_size=int(data["image_size"]),
+            split_seed=int(data["split_seed"]),
+            val_fraction=float(data.get("val_fraction", VAL_FRACTION)),
+            on_bad_image=str(data.get("on_bad_image", "fail")),
+        )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A source split three ways, with what a client needs to preprocess images like training did."""
+
+    info: DataInfo
+    train: Split
+    val: Split
+    calib: Split
+    skipped_files: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        """What data.json records (`DataInfo` plus the split sizes and the skipped files)."""
+        info = self.info
         return {
-            "source": self.source,
-            "class_names": list(self.class_names),
-            "num_classes": self.num_classes,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "image_size": self.image_size,
-            "split_seed": self.seed,
-            "val_fraction": self.val_fraction,
+            "source": info.source,
+            "class_names": list(info.class_names),
+            "num_classes": info.num_classes,
+            "mean": list(info.mean),
+            "std": list(info.std),
+            "image_size": info.image_size,
+            "split_seed": info.split_seed,
+            "val_fraction": info.val_fraction,
             "sizes": {"train": len(self.train), "val": len(self.val), "calib": len(self.calib)},
             "skipped_files": list(self.skipped_files),
+            "on_bad_image": info.on_bad_image,
         }
 
 
@@ -98,8 +132,8 @@ def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image:
     """Load `source` ("mnist5k" | "cifar10:PATH" | an ImageFolder PATH) and split it deterministically.
 
     `val_fraction` of every class goes to validation (CIFAR-10 validates on its own test batch instead).
-    A larger validation split costs training images but makes sub-network accuracies less noisy: on
-    mnist5k 800 images (0.16) give a split-half rank reliability of only ~0.75 between sub-networks.
+    A larger validation split costs training images but ranks sub-networks less noisily (the predictor
+    and the search compare sub-networks by their validation accuracy; docs/decisions.md has the figures).
 
     mnist5k keeps its native 28 px and CIFAR-10 its 32 px; ImageFolder images are resized to
     `image_size` (the largest resolution of the space). Raises UserInputError on bad input.
@@ -128,18 +162,14 @@ def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image:
         )
     train = Split(images[train_idx].contiguous(), labels[train_idx].contiguous())
     mean, std = _channel_stats(train.images)
+    info = DataInfo(source=source, class_names=names, mean=mean, std=std, image_size=int(images.shape[-1]),
+                    split_seed=seed, val_fraction=val_fraction, on_bad_image=on_bad_image)
     return Dataset(
-        source=source,
+        info=info,
         train=train,
         val=Split(images[val_idx].contiguous(), labels[val_idx].contiguous()),
         calib=Split(images[calib_idx].contiguous(), labels[calib_idx].contiguous()),
-        class_names=names,
-        mean=mean,
-        std=std,
-        image_size=int(images.shape[-1]),
-        seed=seed,
         skipped_files=skipped,
-        val_fraction=val_fraction,
     )
 
 

@@ -7,17 +7,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from factory.errors import UserInputError
+from exports.files import atomic_write_text, atomic_writer, sha256_file
+from factory.errors import UserInputError, parse_text_file
 
 if TYPE_CHECKING:
-    from factory.data import Dataset
+    from factory.data import DataInfo, Dataset
     from supernets import SearchSpace, Supernet
 
 CONFIG_FILE = "config.toml"
@@ -36,46 +35,47 @@ class Run:
 
     path: Path
     space: SearchSpace
-    num_classes: int
-    class_names: list[str]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    image_size: int
-    data_source: str
-    split_seed: int
-    on_bad_image: str
-    val_fraction: float
     supernet: Supernet
     checkpoint_sha256: str
+    data: DataInfo  # data.json: how to rebuild the split, how to preprocess
     _dataset: Dataset | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def num_classes(self) -> int:
+        return self.supernet.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.data.class_names
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.data.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.data.std
+
     def dataset(self) -> Dataset:
         """The same train/val/calib split training used (loaded once per Run)."""
         if self._dataset is None:
-            from factory.data import load_dataset
-
-            self._dataset = load_dataset(self.data_source, image_size=self.image_size, seed=self.split_seed,
-                                         on_bad_image=self.on_bad_image,  # type: ignore[arg-type]
-                                         val_fraction=self.val_fraction)
+            self._dataset = self.data.load()
         return self._dataset
 
 
 def load_run(path: str | Path) -> Run:
     """Read a run folder; UserInputError naming the file when something is missing or corrupt."""
-    from factory.data import VAL_FRACTION
+    from factory.data import DataInfo
     from supernets import Supernet, get_space
 
     root = Path(path)
     if not root.is_dir():
         raise UserInputError(f"run: {root}: no such folder (train one with `factory train --out {root}`)")
-    data = _read_json(root / DATA_FILE)
-    for key in ("source", "class_names", "mean", "std", "image_size", "split_seed"):
-        if key not in data:
-            raise UserInputError(f"{root / DATA_FILE}: missing key {key!r}")
+    data = DataInfo.from_dict(_read_json(root / DATA_FILE), origin=str(root / DATA_FILE))
     blob = read_supernet_file(root / SUPERNET_FILE)
     sp = blob["space"]
     try:
@@ -85,34 +85,15 @@ def load_run(path: str | Path) -> Run:
     except (KeyError, ValueError, RuntimeError) as exc:
         raise UserInputError(f"{root / SUPERNET_FILE}: does not match its recorded space ({exc})") from None
     net.eval()
-    if len(data["class_names"]) != net.num_classes:
+    if data.num_classes != net.num_classes:
         raise UserInputError(
-            f"{root / DATA_FILE}: {len(data['class_names'])} class names but the supernet has {net.num_classes} outputs"
+            f"{root / DATA_FILE}: {data.num_classes} class names but the supernet has {net.num_classes} outputs"
         )
-    return Run(
-        path=root,
-        space=space,
-        num_classes=net.num_classes,
-        class_names=list(data["class_names"]),
-        mean=tuple(data["mean"]),  # type: ignore[arg-type]
-        std=tuple(data["std"]),  # type: ignore[arg-type]
-        image_size=int(data["image_size"]),
-        data_source=str(data["source"]),
-        split_seed=int(data["split_seed"]),
-        on_bad_image=str(data.get("on_bad_image", "fail")),
-        val_fraction=float(data.get("val_fraction", VAL_FRACTION)),
-        supernet=net,
-        checkpoint_sha256=sha256_file(root / SUPERNET_FILE),
-    )
+    return Run(path=root, space=space, supernet=net, checkpoint_sha256=sha256_file(root / SUPERNET_FILE), data=data)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: missing (is this a run folder written by `factory train`?)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: not valid JSON ({exc})") from None
+    data = parse_text_file(path, json.loads, "JSON", "missing (is this a run folder written by `factory train`?)")
     if not isinstance(data, dict):
         raise UserInputError(f"{path}: expected a JSON object")
     return data
@@ -151,23 +132,11 @@ def load_torch_file(path: Path, what: str) -> dict[str, Any]:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temp file in the same folder, fsync, then os.replace: a crash leaves the old file."""
+    """`torch.save` through `exports.files.atomic_writer`: a crash leaves the old file."""
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("wb") as f:
+    with atomic_writer(path) as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def save_supernet(net: Supernet, space: SearchSpace, path: Path) -> None:
@@ -184,13 +153,5 @@ def save_supernet(net: Supernet, space: SearchSpace, path: Path) -> None:
     atomic_torch_save(blob, path)
 
 
-def write_data_json(path: Path, description: dict[str, Any], on_bad_image: str) -> None:
-    atomic_write_text(path, json.dumps({**description, "on_bad_image": on_bad_image}, indent=2) + "\n")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def write_data_json(path: Path, dataset: Dataset) -> None:
+    atomic_write_text(path, json.dumps(dataset.describe(), indent=2) + "\n")

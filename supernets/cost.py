@@ -2,7 +2,8 @@
 
 Counted the way `torch.utils.flop_counter.FlopCounterMode` counts (conv and linear multiply-adds;
 no BN, activation or pooling). Block costs are tabulated once per (space, classes); a call is then
-~20 table lookups, fast enough for search.
+~20 table lookups, fast enough for search. `block_shapes` (each elastic block's channels, stride and
+feature-map sizes) is the one source of block geometry; targets' latency and size models use it too.
 
 Peak activation memory is an estimate: batch 1, fp32, the largest set of tensors alive at once
 when layers run one at a time (input kept for the residual, hidden tensors, output).
@@ -33,10 +34,89 @@ def _out(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
-def _mbconv(in_ch: int, out_ch: int, hidden: int, k: int, stride: int, se: bool, hw: int) -> tuple[int, int, int]:
-    """(macs, params, peak elements) of one MBConv on an hw x hw input."""
-    ohw = _out(hw, stride)
-    residual = stride == 1 and in_ch == out_ch
+BlockKey = tuple[int, bool, int, int, int]  # (stage, first-in-stage, kernel, expand, input resolution)
+
+
+@dataclass(frozen=True)
+class BlockShape:
+    """What one MBConv computes: channels, feature-map sizes (in/out), stride, SE. The one source of
+    block geometry: cost counting here, the latency and size models in targets.blocks."""
+
+    in_channels: int
+    out_channels: int
+    hidden: int
+    kernel: int
+    stride: int
+    hw_in: int
+    hw_out: int
+    use_se: bool
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.in_channels == self.out_channels
+
+    @property
+    def se_mid(self) -> int:
+        """SE bottleneck width (0 without SE)."""
+        return se_mid_channels(self.hidden) if self.use_se else 0
+
+    @property
+    def pointwise_macs(self) -> int:
+        return self.in_channels * self.hidden * self.hw_in**2 + self.hidden * self.out_channels * self.hw_out**2
+
+    @property
+    def depthwise_macs(self) -> int:
+        return self.hidden * self.kernel**2 * self.hw_out**2
+
+    @property
+    def hidden_elements(self) -> int:
+        """Elements of the two hidden tensors: elementwise ops (activations, SE scaling) scale with it."""
+        return self.hidden * (self.hw_in**2 + self.hw_out**2)
+
+    @property
+    def weights(self) -> int:
+        """Stored weights once BN is folded into the convolutions (what an exported file holds)."""
+        w = self.in_channels * self.hidden + self.hidden * self.kernel**2 + self.hidden * self.out_channels
+        return w + 2 * self.hidden * self.se_mid
+
+    @property
+    def channels(self) -> int:
+        """Bias / scale entries: one per output channel of every conv (BN folded into a bias)."""
+        c = 2 * self.hidden + self.out_channels
+        return c + (self.se_mid + self.hidden if self.use_se else 0)
+
+    @property
+    def layers(self) -> int:
+        """Weighted layers (per-tensor overhead in the file: names, shapes, quantization params)."""
+        return 3 + (2 if self.use_se else 0)
+
+
+@lru_cache(maxsize=32)
+def block_shapes(space: SearchSpace) -> dict[BlockKey, BlockShape]:
+    """Every (stage, first, kernel, expand, resolution) elastic block of `space` with its shape."""
+    spec = space.spec
+    shapes: dict[BlockKey, BlockShape] = {}
+    for res in spec.resolutions:
+        hw = _out(res, spec.stem_stride)
+        in_ch = spec.first_block_channels
+        for st, stage in enumerate(spec.stages):
+            hw_out = _out(hw, stage.stride)
+            for first in (True, False):
+                cin = in_ch if first else stage.out_channels
+                stride = stage.stride if first else 1
+                bhw = hw if first else hw_out
+                for k in stage.kernel_choices:
+                    for e in stage.expand_choices:
+                        shapes[(st, first, k, e, res)] = BlockShape(
+                            cin, stage.out_channels, hidden_channels(cin, e), k, stride, bhw, hw_out, stage.use_se)
+            hw = hw_out
+            in_ch = stage.out_channels
+    return shapes
+
+
+def _mbconv(b: BlockShape) -> tuple[int, int, int]:
+    """(macs, params, peak elements) of one MBConv."""
+    in_ch, out_ch, hidden, k, hw, ohw = b.in_channels, b.out_channels, b.hidden, b.kernel, b.hw_in, b.hw_out
     x = in_ch * hw * hw
     macs = params = 0
     peaks = []
@@ -50,60 +130,53 @@ def _mbconv(in_ch: int, out_ch: int, hidden: int, k: int, stride: int, se: bool,
     h2 = hidden * ohw * ohw
     macs += hidden * k * k * ohw * ohw
     params += hidden * k * k + 2 * hidden
-    keep = x if residual and hidden != in_ch else 0
+    keep = x if b.residual and hidden != in_ch else 0
     peaks.append(keep + h1 + h2)
-    if se:
-        mid = se_mid_channels(hidden)
+    if b.use_se:
+        mid = b.se_mid
         macs += 2 * hidden * mid
         params += 2 * hidden * mid + mid + hidden
         peaks.append(keep + 2 * h2)
     o = out_ch * ohw * ohw
     macs += hidden * out_ch * ohw * ohw
     params += hidden * out_ch + 2 * out_ch
-    peaks.append((x if residual else 0) + h2 + o)
-    if residual:
+    peaks.append((x if b.residual else 0) + h2 + o)
+    if b.residual:
         peaks.append(x + 2 * o)
     return macs, params, max(peaks)
+
+
+def _fixed(space: SearchSpace, res: int, num_classes: int) -> tuple[int, int, int]:
+    """(macs, params, peak elements) of what every sub-network at `res` runs: stem, first block, head."""
+    spec = space.spec
+    hw = _out(res, spec.stem_stride)
+    stem_macs = spec.in_channels * spec.stem_channels * 9 * hw * hw
+    stem_params = spec.in_channels * spec.stem_channels * 9 + 2 * spec.stem_channels
+    stem_peak = spec.in_channels * res * res + spec.stem_channels * hw * hw
+    fb = _mbconv(BlockShape(spec.stem_channels, spec.first_block_channels, spec.stem_channels, 3, 1, hw, hw, False))
+    in_ch = spec.first_block_channels
+    for stage in spec.stages:
+        hw = _out(hw, stage.stride)
+        in_ch = stage.out_channels
+    f, m = spec.final_expand_channels, spec.feature_mix_channels
+    head_macs = in_ch * f * hw * hw + f * m + m * num_classes
+    head_params = in_ch * f + 2 * f + f * m + m * num_classes + num_classes
+    head_peak = in_ch * hw * hw + f * hw * hw
+    return stem_macs + fb[0] + head_macs, stem_params + fb[1] + head_params, max(stem_peak, fb[2], head_peak)
 
 
 @dataclass(frozen=True)
 class _Tables:
     fixed: dict[int, tuple[int, int, int]]  # resolution -> stem + first block + head
-    blocks: dict[tuple[int, bool, int, int, int], tuple[int, int, int]]  # (stage, first, k, e, res)
+    blocks: dict[BlockKey, tuple[int, int, int]]
     stage_slots: tuple[tuple[int, ...], ...]
 
 
 @lru_cache(maxsize=64)
 def _tables(space: SearchSpace, num_classes: int) -> _Tables:
-    spec = space.spec
-    fixed = {}
-    blocks = {}
-    for res in spec.resolutions:
-        hw = _out(res, spec.stem_stride)
-        stem_macs = spec.in_channels * spec.stem_channels * 9 * hw * hw
-        stem_params = spec.in_channels * spec.stem_channels * 9 + 2 * spec.stem_channels
-        stem_peak = spec.in_channels * res * res + spec.stem_channels * hw * hw
-        fb = _mbconv(spec.stem_channels, spec.first_block_channels, spec.stem_channels, 3, 1, False, hw)
-        in_ch = spec.first_block_channels
-        for st, stage in enumerate(spec.stages):
-            for first in (True, False):
-                stride = stage.stride if first else 1
-                cin = in_ch if first else stage.out_channels
-                bhw = hw if first else _out(hw, stage.stride)
-                for k in stage.kernel_choices:
-                    for e in stage.expand_choices:
-                        blocks[(st, first, k, e, res)] = _mbconv(
-                            cin, stage.out_channels, hidden_channels(cin, e), k, stride, stage.use_se, bhw
-                        )
-            hw = _out(hw, stage.stride)
-            in_ch = stage.out_channels
-        f, m = spec.final_expand_channels, spec.feature_mix_channels
-        head_macs = in_ch * f * hw * hw + f * m + m * num_classes
-        head_params = in_ch * f + 2 * f + f * m + m * num_classes + num_classes
-        head_peak = in_ch * hw * hw + f * hw * hw
-        fixed[res] = (stem_macs + fb[0] + head_macs, stem_params + fb[1] + head_params,
-                      max(stem_peak, fb[2], head_peak))
-    stage_slots = tuple(tuple(space.stage_slots(st)) for st in range(len(spec.stages)))
+    fixed = {res: _fixed(space, res, num_classes) for res in space.spec.resolutions}
+    blocks = {key: _mbconv(shape) for key, shape in block_shapes(space).items()}
+    stage_slots = tuple(tuple(space.stage_slots(st)) for st in range(len(space.spec.stages)))
     return _Tables(fixed, blocks, stage_slots)
 
 

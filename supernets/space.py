@@ -117,31 +117,28 @@ _IMAGENET = SpaceSpec(
     stem_stride=2,
     first_block_channels=16,
     stages=(
-        StageSpec(24, 2, False, "relu"),
-        StageSpec(40, 2, True, "relu"),
-        StageSpec(80, 2, False, "hswish"),
-        StageSpec(112, 1, True, "hswish"),
-        StageSpec(160, 2, True, "hswish"),
+        StageSpec(out_channels=24, stride=2, use_se=False, activation="relu"),
+        StageSpec(out_channels=40, stride=2, use_se=True, activation="relu"),
+        StageSpec(out_channels=80, stride=2, use_se=False, activation="hswish"),
+        StageSpec(out_channels=112, stride=1, use_se=True, activation="hswish"),
+        StageSpec(out_channels=160, stride=2, use_se=True, activation="hswish"),
     ),
     final_expand_channels=960,
     feature_mix_channels=1280,
     resolutions=(128, 160, 192, 224),
 )
 
-# Small inputs (20-32 px): the ImageNet layout has a total stride of 32, which reduces a 28 px digit
-# to 1x1. Here the last stage keeps stride 1, so the total stride is 16 and every resolution ends on
-# a 2x2 map. (Stride 8 kept 3x3 but cost 4x the MACs: training on a laptop CPU went 5x slower.)
-_SMALL = SpaceSpec(
+# Small inputs (20-32 px): the ImageNet layout with narrower late stages and head. Its total stride
+# of 32 would reduce a 28 px digit to 1x1; here the last stage keeps stride 1, so the total stride is
+# 16 and every resolution ends on a 2x2 map (stride 8 costs 4x the MACs; docs/decisions.md).
+_SMALL = replace(
+    _IMAGENET,
     name="small",
-    stem_channels=16,
-    stem_stride=2,
-    first_block_channels=16,
     stages=(
-        StageSpec(24, 2, False, "relu"),
-        StageSpec(40, 2, True, "relu"),
-        StageSpec(64, 2, False, "hswish"),
-        StageSpec(96, 1, True, "hswish"),
-        StageSpec(128, 1, True, "hswish"),
+        *_IMAGENET.stages[:2],
+        replace(_IMAGENET.stages[2], out_channels=64),
+        replace(_IMAGENET.stages[3], out_channels=96),
+        replace(_IMAGENET.stages[4], out_channels=128, stride=1),
     ),
     final_expand_channels=384,
     feature_mix_channels=512,

@@ -1,97 +1,19 @@
-"""Per-block descriptors of a space, computed from its spec alone (no torch).
+"""Per-block features of a space for the latency and size models, computed from its spec alone (no torch).
 
 One block is keyed by (stage, first-in-stage, kernel, expand, input resolution): those five values
-fix its channels, stride and feature-map sizes, hence its work. The latency table and the size model
+fix its channels, stride and feature-map sizes, hence its work (`supernets.cost.block_shapes`, the
+one source of block geometry, shared with cost counting). The latency table and the size model
 are linear in the feature vectors defined here, so a sub-network's prediction is a sum of per-block
 table entries plus a per-resolution fixed part (stem + first block + head + per-call overhead).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
-
 import numpy as np
 
 from supernets.arch import ArchConfig
-from supernets.space import SearchSpace, hidden_channels, se_mid_channels
-
-BlockKey = tuple[int, bool, int, int, int]  # (stage, first, kernel, expand, resolution)
-
-
-def _out(size: int, stride: int) -> int:
-    return (size - 1) // stride + 1
-
-
-@dataclass(frozen=True)
-class BlockShape:
-    """What one MBConv computes: channels, feature-map sizes (in/out), stride, SE."""
-
-    in_channels: int
-    out_channels: int
-    hidden: int
-    kernel: int
-    stride: int
-    hw_in: int
-    hw_out: int
-    use_se: bool
-
-    @property
-    def pointwise_macs(self) -> int:
-        return self.in_channels * self.hidden * self.hw_in**2 + self.hidden * self.out_channels * self.hw_out**2
-
-    @property
-    def depthwise_macs(self) -> int:
-        return self.hidden * self.kernel**2 * self.hw_out**2
-
-    @property
-    def hidden_elements(self) -> int:
-        """Elements of the two hidden tensors: elementwise ops (activations, SE scaling) scale with it."""
-        return self.hidden * (self.hw_in**2 + self.hw_out**2)
-
-    @property
-    def weights(self) -> int:
-        """Stored weights once BN is folded into the convolutions (what an exported file holds)."""
-        w = self.in_channels * self.hidden + self.hidden * self.kernel**2 + self.hidden * self.out_channels
-        if self.use_se:
-            w += 2 * self.hidden * se_mid_channels(self.hidden)
-        return w
-
-    @property
-    def channels(self) -> int:
-        """Bias / scale entries: one per output channel of every conv (BN folded into a bias)."""
-        c = 2 * self.hidden + self.out_channels
-        if self.use_se:
-            c += se_mid_channels(self.hidden) + self.hidden
-        return c
-
-    @property
-    def layers(self) -> int:
-        """Weighted layers (per-tensor overhead in the file: names, shapes, quantization params)."""
-        return 3 + (2 if self.use_se else 0)
-
-
-@lru_cache(maxsize=32)
-def block_shapes(space: SearchSpace) -> dict[BlockKey, BlockShape]:
-    """Every (stage, first, kernel, expand, resolution) block of `space` with its shape."""
-    spec = space.spec
-    shapes: dict[BlockKey, BlockShape] = {}
-    for res in spec.resolutions:
-        hw = _out(res, spec.stem_stride)
-        in_ch = spec.first_block_channels
-        for st, stage in enumerate(spec.stages):
-            hw_out = _out(hw, stage.stride)
-            for first in (True, False):
-                cin = in_ch if first else stage.out_channels
-                stride = stage.stride if first else 1
-                bhw = hw if first else hw_out
-                for k in stage.kernel_choices:
-                    for e in stage.expand_choices:
-                        shapes[(st, first, k, e, res)] = BlockShape(
-                            cin, stage.out_channels, hidden_channels(cin, e), k, stride, bhw, hw_out, stage.use_se)
-            hw = hw_out
-            in_ch = stage.out_channels
-    return shapes
+from supernets.cost import BlockKey, BlockShape, block_shapes
+from supernets.space import SearchSpace
 
 
 def block_keys(space: SearchSpace, arch: ArchConfig) -> list[BlockKey]:

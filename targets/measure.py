@@ -1,8 +1,9 @@
-"""Timing real exported files on this machine, with the one timing method of `device_runner`.
+"""Timing real exported files on this machine, with the one timing method of `exports.timing`.
 
-See `targets.device_runner` for the method (warm-up, repeats, interleaved shuffled rounds, lowest
-round median / median round p95). Everything here calls that code, so a number measured by
-`measure_file`, by `factory targets measure` and by a probe bundle on a device mean the same thing.
+See `exports.timing` for the method (warm-up, repeats, interleaved shuffled rounds, lowest round
+median / median round p95, contended rounds set aside). Everything here calls that code, so a number
+measured by `measure_file`, by `factory targets measure` and by a probe bundle on a device mean the
+same thing.
 """
 
 from __future__ import annotations
@@ -16,27 +17,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from exports import timing
+from exports.runtime import runtime_of
+from exports.timing import DEFAULT_REPEATS, DEFAULT_ROUNDS, DEFAULT_WARMUP, RoundsTiming
 from supernets.space import SearchSpace
-from targets import device_runner
 from targets.profile import TargetProfile
 
 if TYPE_CHECKING:
     from targets.table import LatencyTable
 
-_SUFFIX_RUNTIME = {".onnx": "onnxruntime", ".tflite": "tflite", ".xml": "openvino"}
-
-
-def runtime_for_file(path: Path) -> str:
-    """The runtime that loads `path`, from its suffix (.onnx, .tflite, OpenVINO .xml)."""
-    suffix = Path(path).suffix
-    if suffix not in _SUFFIX_RUNTIME:
-        raise ValueError(f"{path}: unknown model file type {suffix!r}; allowed: {', '.join(_SUFFIX_RUNTIME)}")
-    return _SUFFIX_RUNTIME[suffix]
-
 
 def measure_files(paths: Sequence[Path], threads: int = 1, *, runtime: str | None = None,
-                  warmup: int = device_runner.DEFAULT_WARMUP, repeats: int = device_runner.DEFAULT_REPEATS,
-                  rounds: int = device_runner.DEFAULT_ROUNDS, seed: int = 0,
+                  warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
+                  rounds: int = DEFAULT_ROUNDS, seed: int = 0,
                   progress: bool = False) -> list[tuple[float, float]]:
     """(p50_ms, p95_ms) of each model file, timed interleaved (the fair way to compare them)."""
     return measure_files_rounds(paths, threads, runtime=runtime, warmup=warmup, repeats=repeats, rounds=rounds,
@@ -44,26 +37,28 @@ def measure_files(paths: Sequence[Path], threads: int = 1, *, runtime: str | Non
 
 
 def measure_files_rounds(paths: Sequence[Path], threads: int = 1, *, runtime: str | None = None,
-                         warmup: int = device_runner.DEFAULT_WARMUP, repeats: int = device_runner.DEFAULT_REPEATS,
-                         rounds: int = device_runner.DEFAULT_ROUNDS, seed: int = 0,
-                         progress: bool = False) -> device_runner.RoundsTiming:
-    """`measure_files` with how the rounds went (rounds timed, contended rounds set aside)."""
+                         warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
+                         rounds: int = DEFAULT_ROUNDS, seed: int = 0,
+                         progress: bool = False) -> RoundsTiming:
+    """`measure_files` with how the rounds went (rounds timed, contended rounds set aside). Each file runs
+    in the runtime its suffix names; a given `runtime` is checked against them."""
     from tqdm import tqdm
 
     if threads < 1:
         raise ValueError(f"threads: {threads} is not allowed; expected an integer >= 1")
     rng = np.random.default_rng(seed)
     paths = [Path(p) for p in paths]
-    runtimes = [runtime or runtime_for_file(p) for p in paths]
-    runners = [device_runner.load_runner(p, rt, threads, rng) for p, rt in zip(paths, runtimes, strict=True)]
-    one_runtime = len(set(runtimes)) == 1
-    canary = device_runner.load_canary(paths, runtimes[0], threads, rng) if one_runtime else None
+    if runtime is not None:
+        timing.check_runtime(paths, runtime)
+    runtimes = [runtime_of(p) for p in paths]
+    runners = [timing.load_runner(p, threads, rng) for p in paths]
+    canary = timing.load_canary(paths, threads, rng) if len(set(runtimes)) == 1 else None
     with tqdm(total=rounds, desc="timing", unit="round", disable=not progress) as bar:
-        return device_runner.time_interleaved(runners, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed,
-                                              progress=bar.update, canary=canary)
+        return timing.time_interleaved(runners, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed,
+                                       progress=bar.update, canary=canary)
 
 
-def measure_file(path: Path, threads: int = 1, *, warmup: int = device_runner.DEFAULT_WARMUP,
+def measure_file(path: Path, threads: int = 1, *, warmup: int = DEFAULT_WARMUP,
                  repeats: int = 100, rounds: int = 5, seed: int = 0) -> tuple[float, float]:
     """(p50_ms, p95_ms) of one exported model file (.onnx, .tflite, OpenVINO .xml) on this machine."""
     return measure_files([path], threads, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed)[0]
@@ -71,12 +66,12 @@ def measure_file(path: Path, threads: int = 1, *, warmup: int = device_runner.DE
 
 def local_machine(runtime: str) -> dict[str, str]:
     """What a table measured here must match to be used here: CPU model and runtime version."""
-    return {"cpu_model": device_runner.cpu_model(), "runtime_version": device_runner.runtime_version(runtime)}
+    return {"cpu_model": timing.cpu_model(), "runtime_version": timing.runtime_version(runtime)}
 
 
 def measure_table(profile: TargetProfile, space: SearchSpace, num_classes: int, *, samples: int | None = None,
-                  seed: int = 0, progress: bool = True, rounds: int = device_runner.DEFAULT_ROUNDS,
-                  repeats: int = device_runner.DEFAULT_REPEATS) -> LatencyTable:
+                  seed: int = 0, progress: bool = True, rounds: int = DEFAULT_ROUNDS,
+                  repeats: int = DEFAULT_REPEATS) -> LatencyTable:
     """Export the probe models into a temp folder, time them here, and fit the table."""
     from supernets.arch import ArchConfig
     from targets.probe import DEFAULT_SAMPLES, write_probe_bundle
@@ -95,8 +90,8 @@ def measure_table(profile: TargetProfile, space: SearchSpace, num_classes: int, 
     measurements = [Measurement(ArchConfig.from_dict(m["arch"]), p50, p95, int(m["size_bytes"]))
                     for m, (p50, p95) in zip(manifest["models"], timed.timings, strict=True)]
     method = {"kind": "end-to-end fit", "source": "measure", "samples": samples, "seed": seed,
-              "timing": {"warmup": device_runner.DEFAULT_WARMUP, "repeats": repeats, "rounds": rounds,
-                         "method": device_runner.TIMING_METHOD, **timed.to_dict()},
+              "timing": {"warmup": DEFAULT_WARMUP, "repeats": repeats, "rounds": rounds,
+                         "method": timing.TIMING_METHOD, **timed.to_dict()},
               "wall_seconds": round(time.perf_counter() - start, 1),
               "description": "sampled sub-networks timed end to end here; per-block entries from a "
                              "non-negative relative-error least-squares fit over per-block features"}

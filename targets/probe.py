@@ -4,7 +4,8 @@ A bundle is what a device needs to measure itself:
 
     bundle/
       manifest.json   # target settings, space, num_classes, one entry per model: id, file, arch, size_bytes
-      runner.py       # targets/device_runner.py copied verbatim: needs only numpy + the runtime
+      runner.py       # calls exports.timing.main: needs only numpy + the runtime
+      exports/        # __init__.py, runtime.py, timing.py copied verbatim: the sessions and timing used here
       models/m000/model.onnx | model.tflite | openvino/model.xml+bin
       README.txt
 
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+import exports
 from supernets.arch import ArchConfig
 from supernets.space import SearchSpace
 from targets.profile import TargetProfile
@@ -38,6 +40,25 @@ MANIFEST_SCHEMA = 1
 # measured here (ONNX ~0.3 s, OpenVINO ~5 s, TFLite ~5-10 s per model on the loaded 2-core box).
 DEFAULT_SAMPLES = {"onnxruntime": 80, "openvino": 40, "tflite": 32}
 CALIBRATION_IMAGES = 8
+# What a device needs of this project to time a bundle: import-cheap modules (numpy + stdlib at import).
+BUNDLE_MODULES = ("__init__.py", "runtime.py", "timing.py")
+RUNNER = '''"""Latency probe runner: times the models of this bundle, writes RESULTS.json. Needs numpy + the runtime.
+
+    python runner.py                 # reads manifest.json next to it, writes RESULTS.json
+    python runner.py --rounds 9 --repeats 100 --out /tmp/RESULTS.json
+"""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the bundle's own exports/ package, whatever else is installed
+
+from exports.timing import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(default_bundle=HERE))
+'''
 
 
 def sample_archs(space: SearchSpace, count: int, seed: int = 0) -> list[ArchConfig]:
@@ -206,7 +227,7 @@ def write_probe_bundle(profile: TargetProfile, space: SearchSpace, num_classes: 
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "models": models,
     }
-    shutil.copyfile(Path(__file__).with_name("device_runner.py"), out_dir / "runner.py")
+    _write_runner(out_dir)
     (out_dir / "README.txt").write_text(
         f"Latency probe for target {profile.name!r} ({profile.runtime}, {profile.precision}, "
         f"{profile.threads} thread(s)).\n\nOn the device, with Python 3, numpy and {profile.runtime} installed:\n"
@@ -217,6 +238,14 @@ def write_probe_bundle(profile: TargetProfile, space: SearchSpace, num_classes: 
     path = out_dir / "manifest.json"
     path.write_text(json.dumps(manifest, indent=1))
     return path
+
+
+def _write_runner(out_dir: Path) -> None:
+    """runner.py + a verbatim copy of the exports modules it runs: the timing code used on this machine."""
+    (out_dir / "exports").mkdir()
+    for name in BUNDLE_MODULES:
+        shutil.copyfile(Path(exports.__file__).with_name(name), out_dir / "exports" / name)
+    (out_dir / "runner.py").write_text(RUNNER)
 
 
 def _check_results(profile: TargetProfile, results: dict[str, Any], origin: str) -> None:

@@ -28,39 +28,26 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-Runtime = Literal["onnxruntime", "openvino", "tflite"]
+import exports
+from exports.budgets import BUDGET_NAMES, Constraints
+
+Runtime = Literal["onnxruntime", "openvino", "tflite"]  # type hints only: the values come from exports
 Precision = Literal["fp32", "fp16", "int8"]
 LatencySource = Literal["measure", "import"]
 
-RUNTIMES: tuple[str, ...] = ("onnxruntime", "openvino", "tflite")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+RUNTIMES: tuple[str, ...] = tuple(exports.RUNTIMES)  # derived from exports.FORMATS, as `format` is
+PRECISIONS: tuple[str, ...] = exports.PRECISIONS
 LATENCY_SOURCES: tuple[str, ...] = ("measure", "import")
-# The export format each runtime loads: one source of truth for `profile.format`.
-RUNTIME_FORMAT: dict[str, str] = {"onnxruntime": "onnx", "openvino": "openvino", "tflite": "tflite"}
 
 _TOP_KEYS = ("name", "description", "runtime", "precision", "threads", "batch", "constraints", "latency")
 _REQUIRED = ("name", "runtime", "precision")
-_CONSTRAINT_KEYS = ("latency_p50_ms", "latency_p95_ms", "size_mb", "peak_memory_mb", "min_accuracy")
+_CONSTRAINT_KEYS = BUDGET_NAMES
 _LATENCY_KEYS = ("source", "table")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
 class ProfileError(ValueError):
     """A malformed profile. The message names the file, the key, the bad value and what is allowed."""
-
-
-@dataclass(frozen=True)
-class Constraints:
-    """Hard budgets; None = no budget. Latencies in ms, sizes in MB (1e6 bytes), accuracy in 0..1."""
-
-    latency_p50_ms: float | None = None
-    latency_p95_ms: float | None = None
-    size_mb: float | None = None
-    peak_memory_mb: float | None = None
-    min_accuracy: float | None = None
-
-    def to_dict(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in _CONSTRAINT_KEYS if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True)
@@ -81,7 +68,7 @@ class TargetProfile:
     @property
     def format(self) -> str:
         """The export format this target's runtime loads: 'onnx' | 'openvino' | 'tflite'."""
-        return RUNTIME_FORMAT[self.runtime]
+        return exports.runtime_format(self.runtime)
 
     @property
     def measurable_here(self) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from exports.files import atomic_write_text
 from supernets.arch import ArchConfig
 from supernets.space import SearchSpace
 from targets.blocks import (
@@ -102,10 +103,7 @@ class LatencyTable:
     def save(self, path: Path) -> Path:
         """Write atomically (temp file + rename): a crash never leaves half a table."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod

@@ -7,38 +7,10 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
+from tiny_config import tiny_config
 
 # A few steps per phase at tiny settings: every run file exists and every phase ran, in seconds.
-TINY_CONFIG = """
-[data]
-source = "mnist5k"
-
-[train]
-batch_size = 32
-steps_per_epoch = 6
-subnets_per_step = 2
-eval_images = 200
-
-[phases.teacher]
-epochs = 1
-lr = 0.1
-
-[phases.kernel]
-epochs = 1
-lr = 0.03
-
-[phases.depth]
-epochs = 1
-lr = 0.03
-
-[phases.expand]
-epochs = 1
-lr = 0.03
-
-[runtime]
-device = "cpu"
-progress = false
-"""
+TINY_CONFIG = tiny_config(batch_size=32, steps_per_epoch=6, eval_images=200)
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ def shared_package(tmp_path_factory: pytest.TempPathFactory, run_dir: Path, name
     if (out / "manifest.json").is_file():
         return out
     torch.set_num_threads(1)
-    return export_package(run_dir, arch, formats, precision, out, latency_repeats=LATENCY_REPEATS)
+    return export_package(run_dir, arch, formats, precision, out, latency_repeats=LATENCY_REPEATS).path
 
 
 def validation_pngs(tmp_path_factory: pytest.TempPathFactory, run_dir: Path, n: int = 100) -> list[Path]:
@@ -68,7 +68,7 @@ def trained_smallest_subnet(tmp_path_factory: pytest.TempPathFactory, epochs: in
     if cache.is_file():
         net.load_state_dict(torch.load(cache))
     else:
-        x, y = to_model_input(ds.train.images, r, ds.mean, ds.std), ds.train.labels
+        x, y = to_model_input(ds.train.images, r, ds.info.mean, ds.info.std), ds.train.labels
         opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True)
         gen = torch.Generator().manual_seed(0)
         net.train()
@@ -80,9 +80,9 @@ def trained_smallest_subnet(tmp_path_factory: pytest.TempPathFactory, epochs: in
                 opt.step()
         torch.save(net.state_dict(), cache)
     net.eval()
-    inputs = to_model_input(ds.val.images, r, ds.mean, ds.std)
+    inputs = to_model_input(ds.val.images, r, ds.info.mean, ds.info.std)
     with torch.no_grad():
         reference = net(inputs).numpy()
     vset = VerificationSet(inputs.numpy(), ds.val.labels.numpy(), reference)
-    calibration = to_model_input(ds.calib.images[:64], r, ds.mean, ds.std).numpy().astype(np.float32)
+    calibration = to_model_input(ds.calib.images[:64], r, ds.info.mean, ds.info.std).numpy().astype(np.float32)
     return net, r, vset, calibration

@@ -41,7 +41,7 @@ def test_client_preprocessing_equals_the_factory_preprocessing(package, tiny_run
     run = load_run(tiny_run)
     manifest = json.loads((package / "manifest.json").read_text())
     r = manifest["input"]["resolution"]
-    assert r != run.image_size  # the smallest sub-network resizes, so the resize rule is exercised
+    assert r != run.data.image_size  # the smallest sub-network resizes, so the resize rule is exercised
     client = _load_classify()
     got = np.stack([client.preprocess(p, manifest["input"]) for p in pngs[:20]]).transpose(0, 3, 1, 2)
     expected = to_model_input(run.dataset().val.images[:20], r, run.mean, run.std).numpy()

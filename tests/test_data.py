@@ -36,7 +36,7 @@ def test_mnist5k_split_is_stratified_deterministic_and_complete(mnist):
     train_keys = {bytes(x.numpy()) for x in mnist.train.images[:, 0]}
     assert sum(bytes(x.numpy()) in train_keys for x in mnist.calib.images[:, 0]) <= 3  # MNIST has rare duplicates
     # statistics come from the train split, 0-1 scale
-    assert 0.1 < mnist.mean[0] < 0.15 and 0.28 < mnist.std[0] < 0.33
+    assert 0.1 < mnist.info.mean[0] < 0.15 and 0.28 < mnist.info.std[0] < 0.33
     assert mnist.describe()["class_names"] == [str(i) for i in range(10)]
 
 
@@ -48,13 +48,13 @@ def test_val_fraction_sets_the_validation_share_and_is_recorded(mnist):
 
 
 def test_to_model_input_resizes_and_normalises(mnist):
-    x = to_model_input(mnist.val.images[:4], 20, mnist.mean, mnist.std)
+    x = to_model_input(mnist.val.images[:4], 20, mnist.info.mean, mnist.info.std)
     assert x.shape == (4, 3, 20, 20) and x.dtype == torch.float32
     flat = torch.full((1, 3, 28, 28), 128, dtype=torch.uint8)
     y = to_model_input(flat, 32, (128 / 255,) * 3, (0.5,) * 3)
     assert y.shape == (1, 3, 32, 32) and float(y.abs().max()) < 1e-5
     with pytest.raises(ValueError, match="uint8"):
-        to_model_input(x, 20, mnist.mean, mnist.std)
+        to_model_input(x, 20, mnist.info.mean, mnist.info.std)
 
 
 def _make_folder(root: Path, per_class: int = 4) -> Path:
@@ -75,7 +75,7 @@ def _make_folder(root: Path, per_class: int = 4) -> Path:
 def test_image_folder_converts_any_mode_and_size(tmp_path):
     root = _make_folder(tmp_path / "imgs")
     ds = load_dataset(str(root), image_size=24, on_bad_image="skip")
-    assert ds.class_names == ["cat", "dog"]
+    assert ds.info.class_names == ["cat", "dog"]
     total = len(ds.train) + len(ds.val) + len(ds.calib)
     assert total == 8 and ds.train.images.shape[1:] == (3, 24, 24)
     assert ds.skipped_files == (str(root / "dog" / "broken.png"),)
@@ -148,7 +148,7 @@ def _write_fake_cifar(root: Path, per_batch: int = 20) -> Path:
 def test_cifar10_pickle_folder_loads_with_test_batch_as_validation(tmp_path):
     root = _write_fake_cifar(tmp_path / "cifar-10-batches-py")
     ds = load_dataset(f"cifar10:{root}")
-    assert ds.class_names[0] == "airplane" and ds.num_classes == 10
+    assert ds.info.class_names[0] == "airplane" and ds.info.num_classes == 10
     assert len(ds.val) == 20 and len(ds.train) + len(ds.calib) == 100 and len(ds.calib) == 10
     assert ds.train.images.shape[1:] == (3, 32, 32)
     # channel layout kept: the red plane holds label * 20

@@ -11,7 +11,8 @@ from test_supernet import _trained_like
 
 from exports import FORMATS
 from exports.convert import convert
-from exports.runtime import load_session, time_session
+from exports.runtime import load_session
+from exports.timing import time_session
 from supernets import get_space
 
 # fp16 weights: 1e-2 x logit scale. Int8 files are judged by the gate's criteria on a trained network

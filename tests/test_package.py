@@ -15,8 +15,9 @@ import pytest
 from export_fixtures import shared_package
 
 from exports import FORMATS
+from exports.files import sha256_file
 from exports.package import PackageRequest, Preprocessing, write_package
-from exports.verify import VerificationSet, sha256_file
+from exports.verify import VerificationSet
 from factory.errors import UserInputError
 
 FACTORY = [sys.executable, "-m", "factory"]

@@ -11,19 +11,11 @@ import torch
 from search_proxies import SyntheticAccuracy
 
 from factory.errors import UserInputError
-from factory.predictor.model import (
-    SAMPLES_FILE,
-    FitConfig,
-    load_predictor,
-    measure_samples,
-    onehot_features,
-    read_samples,
-    resolution_stage_features,
-    spearman,
-    split_holdout,
-    stratified_archs,
-)
-from factory.predictor.model import fit_mlp as _fit
+from factory.predictor.features import onehot_features, resolution_stage_features
+from factory.predictor.fit import FitConfig, spearman, split_holdout
+from factory.predictor.fit import fit_mlp as _fit
+from factory.predictor.model import load_predictor
+from factory.predictor.samples import SAMPLES_FILE, measure_samples, read_samples, stratified_archs
 from supernets import cost, get_space
 
 torch.set_num_threads(1)

@@ -14,7 +14,15 @@ import pytest
 from deap import tools
 from search_proxies import CostLatencyModel, SyntheticAccuracy
 
-from factory.search.engine import Budgets, Candidate, Prediction, nondominated, random_search, search
+from factory.search.engine import (
+    Candidate,
+    Prediction,
+    check_budgets,
+    nondominated,
+    objectives_for,
+    random_search,
+    search,
+)
 from factory.search.nsga import (
     GenomeLayout,
     crossover_uniform,
@@ -104,13 +112,13 @@ def test_process_pool_map_gives_the_same_result_as_map() -> None:
 
 
 def test_feasible_dominates_infeasible_and_smaller_violation_dominates_larger() -> None:
-    budgets = Budgets(latency_p50_ms=1.0, size_mb=2.0)
-    objectives = budgets.objectives()
+    budgets = Constraints(latency_p50_ms=1.0, size_mb=2.0)
+    objectives = objectives_for(budgets)
     arch = SPACE.smallest()
 
     def cand(acc: float, lat: float, size: float) -> Candidate:
         p = Prediction(acc, lat, lat, size, 1.0)
-        return Candidate(arch, p, budgets.check(p))
+        return Candidate(arch, p, check_budgets(budgets, p))
 
     worst_feasible = cand(0.01, 0.99, 1.99)  # barely feasible and inaccurate
     best_infeasible = cand(0.99, 1.01, 0.5)  # 1% over one budget but accurate and small

@@ -78,6 +78,7 @@ def test_search_cli_verified_pick_meets_budgets(searchable_run: tuple[Path, Path
     files = run_dir / "search" / "unit-onnx"
     saved = json.loads((files / "pareto.json").read_text())
     assert saved["chosen"]["arch"] == chosen["arch"]
+    assert json.loads((files / "pick.json").read_text())["arch"] == chosen["arch"]
     assert (files / "pareto.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -92,7 +93,7 @@ def test_infeasible_target_exits_3_quickly_naming_the_closest(searchable_run: tu
     assert "infeasible" in res.stderr and "Closest candidate: r" in res.stderr
     assert "latency_p50_ms" in res.stderr and "min_accuracy" in res.stderr
     saved = json.loads((run_dir / "search" / "unit-tight" / "pareto.json").read_text())
-    assert saved["chosen"] is None
+    assert saved["chosen"] is None and not (run_dir / "search" / "unit-tight" / "pick.json").exists()
     miss = saved["closest"]["misses"]["latency_p50_ms"]
     assert miss["excess"] > 0 and miss["excess"] == pytest.approx(miss["value"] - 0.001, abs=1e-5)
 
@@ -104,7 +105,7 @@ def test_verification_ships_a_measured_network_the_predicted_front_ranks_lower(
     being measured again; the front's own candidates are still measured for real."""
     from factory.predictor.model import load_predictor
     from factory.run import load_run
-    from factory.search.engine import Candidate, CandidateEvaluator, search
+    from factory.search.engine import Candidate, CandidateEvaluator, check_budgets, search
     from factory.search.pick import VerifyConfig, verify_pick
     from targets.latency import load_latency_model
     from targets.profile import load_profile
@@ -117,10 +118,58 @@ def test_verification_ships_a_measured_network_the_predicted_front_ranks_lower(
     result = search(run.space, predictor, latency, profile, population=16, generations=3, seed=0)
     small = run.space.canonical(run.space.uniform(min(run.space.resolutions), 2, 3, 3))
     (pred,) = CandidateEvaluator(predictor, latency)([small])
-    known = Candidate(small, pred, result.budgets.check(pred))
+    known = Candidate(small, pred, check_budgets(result.budgets, pred))
     assert known.feasible
-    verified = verify_pick(run, profile, result, VerifyConfig(top=2, rounds=1, repeats=20), workdir=tmp_path,
-                           known=[(known, 1.0)])
-    assert verified.chosen.arch == small and verified.chosen.measured.accuracy == 1.0
-    assert verified.chosen.passes_measured
-    assert "2 candidate(s) measured now, 1 known" in verified.notes[-1]
+    with verify_pick(run, profile, result, VerifyConfig(top=2, rounds=1, repeats=20), workdir=tmp_path,
+                     known=[(known, 1.0)]) as verified:
+        assert verified.chosen.arch == small and verified.chosen.measured.accuracy == 1.0
+        assert verified.chosen.passes_measured
+        assert "2 candidate(s) measured now, 1 known" in verified.result.notes[-1]
+        assert (verified.files["onnx"] / "model.onnx").is_file()  # kept for the package writer
+    assert list(tmp_path.iterdir()) == []  # closing the pick removes its folder
+
+
+def test_search_out_pick_json_is_what_export_arch_takes(searchable_run: tuple[Path, Path], tmp_path: Path) -> None:
+    run_dir, prof = searchable_run
+    pick_path = tmp_path / "pick.json"
+    res = _factory("search", "--run", str(run_dir), "--target", str(prof), "--population", "16",
+                   "--generations", "3", "--verify-top", "1", "--out", str(pick_path))
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pick.json", "pick.pareto.json", "pick.pareto.png"]
+    pick = json.loads(pick_path.read_text())
+    assert pick["target"]["name"] == "unit-onnx" and pick["verified"] is True
+    assert pick["measured"]["latency_p50_ms"] <= 5.0 and set(pick["predicted"]) >= {"accuracy", "latency_p50_ms"}
+    assert json.loads((tmp_path / "pick.pareto.json").read_text())["chosen"]["arch"] == pick["arch"]
+    package = tmp_path / "pkg"
+    res = _factory("export", "--run", str(run_dir), "--arch", str(pick_path), "--formats", "onnx",
+                   "--repeats", "5", "--out", str(package))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((package / "manifest.json").read_text())["arch"] == pick["arch"]
+
+
+def test_arch_files_plain_pick_and_pareto_are_read_and_others_named(tmp_path: Path) -> None:
+    from factory.errors import UserInputError
+    from factory.search.files import read_arch_file
+    from supernets import get_space
+
+    arch = get_space().smallest()
+    for name, data in (("plain", arch.to_dict()), ("pick", {"arch": arch.to_dict(), "target": {"name": "t"}}),
+                       ("pareto", {"pareto": [], "chosen": {"arch": arch.to_dict(), "predicted": {}}})):
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+        assert read_arch_file(tmp_path / f"{name}.json") == arch
+    (tmp_path / "other.json").write_text(json.dumps({"resolutions": [28]}))
+    with pytest.raises(UserInputError, match=r"other\.json: not an arch file; expected .*'arch'.*'chosen'"):
+        read_arch_file(tmp_path / "other.json")
+    (tmp_path / "infeasible.json").write_text(json.dumps({"pareto": [], "chosen": None}))
+    with pytest.raises(UserInputError, match="without a pick"):
+        read_arch_file(tmp_path / "infeasible.json")
+
+
+def test_search_without_a_predictor_stops_naming_the_fit_command(searchable_run: tuple[Path, Path],
+                                                                  tmp_path: Path) -> None:
+    run_dir, prof = searchable_run
+    bare = tmp_path / "run"
+    shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("predictor.pt", "search"))
+    res = _factory("search", "--run", str(bare), "--target", str(prof), timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert f"factory predictor fit --run {bare}" in res.stderr and "Traceback" not in res.stderr

@@ -8,6 +8,8 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -31,31 +33,42 @@ def _factory(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpr
 
 
 @pytest.fixture(scope="module")
-def specialized(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
+def unfitted_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """A copy of tiny_run without an accuracy predictor, with latency tables for two feasible ONNX targets
+    and an impossible one."""
     from factory.run import load_run
     from targets.latency import build_latency_table, table_path
     from targets.profile import load_profile
 
-    tmp = tmp_path_factory.mktemp("specialize")
+    tmp = tmp_path_factory.mktemp("specialize_once")
     run_dir = tmp / "run"
     shutil.copytree(tiny_run, run_dir)
     run = load_run(run_dir)
-    profiles = {
-        "roomy": "latency_p50_ms = 50.0\nsize_mb = 20.0",
-        "impossible": "latency_p50_ms = 0.0001\nsize_mb = 0.01",
-    }
     paths = []
-    for name, constraints in profiles.items():
+    for name, constraints in {"roomy": "latency_p50_ms = 50.0\nsize_mb = 20.0", "roomy2": "latency_p50_ms = 40.0",
+                              "impossible": "latency_p50_ms = 0.0001"}.items():
         path = tmp / f"{name}.toml"
         path.write_text(PROFILE.format(name=name, constraints=constraints))
         build_latency_table(run.space, run.num_classes, load_profile(path), table_path(run_dir, name),
                             progress=False, samples=24)
         paths.append(path)
+    assert not (run_dir / "predictor.pt").exists()
+    return run_dir, paths
+
+
+@pytest.fixture(scope="module")
+def specialized(unfitted_run: tuple[Path, list[Path]], tmp_path_factory: pytest.TempPathFactory):
+    """The CLI on a copy of `unfitted_run` (its latency tables reused): predictor fit, then specialize for
+    one roomy and one impossible target."""
+    source, (roomy, _roomy2, impossible) = unfitted_run
+    tmp = tmp_path_factory.mktemp("specialize")
+    run_dir = tmp / "run"
+    shutil.copytree(source, run_dir)
     fit = _factory("predictor", "fit", "--run", str(run_dir), "--samples", "30", "--holdout", "8",
                    "--val-images", "200", "--no-uniform")
     assert fit.returncode == 0, fit.stderr
     dist = tmp / "dist"
-    res = _factory("specialize", "--run", str(run_dir), "--targets", ",".join(str(p) for p in paths),
+    res = _factory("specialize", "--run", str(run_dir), "--targets", f"{roomy},{impossible}",
                    "--population", "16", "--generations", "4", "--verify-top", "1", "--out", str(dist))
     return res, dist
 
@@ -91,6 +104,82 @@ def test_benchmark_reports_every_file_with_its_verdict(specialized):
     assert row["failures"] == [] and 0 < row["latency_p50_ms"] <= row["latency_p95_ms"]
     text = _factory("benchmark", str(package), "--repeats", "20")
     assert "PASS" in text.stdout and "p50 ms" in text.stdout
+
+
+def _count_conversions(monkeypatch: pytest.MonkeyPatch) -> tuple[Counter, list[str]]:
+    """Wrap the real `exports.convert.convert` (it still runs) in every module that holds it, and
+    `specialize_target` to know which target a conversion is for. Returns (calls per (target, format),
+    [current target])."""
+    import exports.convert
+    import exports.package
+    import factory.prepared
+    import factory.ship.specialize as spec
+
+    real, real_target = exports.convert.convert, spec.specialize_target
+    calls: Counter = Counter()
+    current = ["(no target)"]
+
+    def counting(model, fmt, *args, **kwargs):
+        calls[(current[0], fmt)] += 1
+        return real(model, fmt, *args, **kwargs)
+
+    def tracking(run, profile, *args, **kwargs):
+        current[0] = profile.name
+        return real_target(run, profile, *args, **kwargs)
+
+    for module in (exports.convert, exports.package, factory.prepared, *sys.modules.values()):
+        if vars(module).get("convert") is real:
+            monkeypatch.setattr(module, "convert", counting)
+    monkeypatch.setattr(spec, "specialize_target", tracking)
+    return calls, current
+
+
+def test_specialize_fits_a_predictor_then_converts_each_target_once_per_format(unfitted_run, monkeypatch, tmp_path):
+    """The verified pick travels: the file the search converted and timed is the file that ships, so each
+    shipped target costs exactly one conversion per format (none for a target infeasible by prediction)."""
+    from factory.ship.specialize import SpecializeOptions, specialize
+
+    run_dir, profiles = unfitted_run
+    calls, _ = _count_conversions(monkeypatch)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the verification's folders go
+    said: list[str] = []
+    options = SpecializeOptions(population=16, generations=4, verify_top=1, predictor_samples=30)
+    outcomes = specialize(run_dir, ",".join(map(str, profiles)), tmp_path / "dist", options, say=said.append)
+    assert any(m.startswith("no accuracy predictor") and "fitting one" in m for m in said)
+    assert (run_dir / "predictor.pt").is_file()
+    status = {o.target: (o.status, o.exit_code) for o in outcomes}
+    assert status == {"roomy": ("shipped", 0), "roomy2": ("shipped", 0), "impossible": ("infeasible", 3)}
+    assert dict(calls) == {("roomy", "onnx"): 1, ("roomy2", "onnx"): 1}
+    for o in outcomes[:2]:
+        manifest = json.loads((tmp_path / "dist" / o.package / "manifest.json").read_text())
+        figures = manifest["metrics"]["files"]["model.onnx"]
+        assert figures["latency_p50_ms"] == o.latency_p50_ms and figures["latency_timed_by"].startswith("search")
+        assert manifest["metrics"]["predicted"]["latency_p50_ms"] == pytest.approx(o.predicted_p50_ms, rel=1e-5)
+    assert not [p for p in scratch.iterdir() if p.name.startswith("factory-verify-")]  # picks' folders removed
+
+
+@pytest.mark.parametrize(("codes", "expected"), [((0, 0), 0), ((0, 3, 3), 3), ((4, 0), 4), ((3, 4), 1),
+                                                 ((2,), 2), ((1, 4), 1)])
+def test_exit_code_of_several_failures_is_their_common_kind_else_1(codes, expected):
+    from factory.errors import combined_exit_code
+
+    assert combined_exit_code(codes) == expected
+
+
+def test_a_gate_refusal_exits_4_from_specialize(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import factory.ship.specialize as spec
+    from factory.cli import cli
+    from factory.ship.report import TargetOutcome
+
+    refused = TargetOutcome(target="t", status="failed", message="not published: parity", exit_code=4)
+    monkeypatch.setattr(spec, "specialize", lambda *_a, **_k: [refused])
+    result = CliRunner().invoke(cli, ["specialize", "--run", str(tmp_path), "--out", str(tmp_path / "dist")])
+    assert result.exit_code == 4, result.output
+    assert "1 of 1 target(s) not shipped: t (failed)" in result.output
 
 
 def test_unknown_target_is_a_usage_error(tiny_run: Path, tmp_path: Path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -45,17 +46,24 @@ def bundle(tmp_path_factory, space, profile) -> Path:
 
 
 @pytest.fixture(scope="module")
-def results(bundle: Path) -> Path:
-    """Run the bundle's runner as the device would: same Python, but the project, torch and TensorFlow
-    made unimportable, so the runner provably needs only numpy + the runtime."""
+def results(bundle: Path, tmp_path_factory) -> Path:
+    """Run a copy of the bundle's runner as the device would: same Python, no PYTHONPATH, run from
+    elsewhere, with the project's other packages, torch and TensorFlow made unimportable and `exports`
+    checked to be the bundle's own copy, so the runner provably needs only numpy + the runtime."""
+    device = tmp_path_factory.mktemp("device") / "bundle"
+    shutil.copytree(bundle, device)
     code = ("import runpy, sys\n"
-            "for m in ('targets', 'supernets', 'exports', 'factory', 'torch', 'tensorflow'): sys.modules[m] = None\n"
-            f"sys.argv = ['runner.py', '--rounds', '2', '--repeats', '5', '--warmup', '2']\n"
-            f"runpy.run_path({str(bundle / 'runner.py')!r}, run_name='__main__')\n")
-    proc = subprocess.run([sys.executable, "-I", "-c", code], cwd=bundle, capture_output=True, text=True,
+            "for m in ('targets', 'supernets', 'factory', 'torch', 'tensorflow'): sys.modules[m] = None\n"
+            "sys.argv = ['runner.py', '--rounds', '2', '--repeats', '5', '--warmup', '2']\n"
+            "try:\n"
+            f"    runpy.run_path({str(device / 'runner.py')!r}, run_name='__main__')\n"
+            "except SystemExit as done:\n"
+            "    assert done.code == 0, done.code\n"
+            f"assert sys.modules['exports.timing'].__file__.startswith({str(device)!r}), 'project exports used'\n")
+    proc = subprocess.run([sys.executable, "-I", "-c", code], cwd=device.parent, capture_output=True, text=True,
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
-    return bundle / "RESULTS.json"
+    return device / "RESULTS.json"
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +76,11 @@ def run_dir(tmp_path_factory, profile, space, results) -> Path:
 def test_bundle_is_self_contained(bundle: Path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert len(manifest["models"]) == SAMPLES
-    assert (bundle / "runner.py").read_text() == (Path(__file__).parents[1] / "targets/device_runner.py").read_text()
+    project_exports = Path(__file__).parents[1] / "exports"
+    carried = sorted(p.name for p in (bundle / "exports").iterdir())
+    assert carried == ["__init__.py", "runtime.py", "timing.py"]
+    assert all((bundle / "exports" / n).read_text() == (project_exports / n).read_text() for n in carried)
+    assert "exports.timing" in (bundle / "runner.py").read_text()
     for m in manifest["models"]:
         path = bundle / m["file"]
         assert path.suffix == ".onnx" and exported_size_bytes(path) == m["size_bytes"]

@@ -1,4 +1,4 @@
-"""The timing method's contention check (targets.device_runner.time_interleaved with a canary).
+"""The timing method's contention check (exports.timing.time_interleaved with a canary).
 
 The "models" here are callables that sleep for a known time, so the expected figures are known; the
 machine state (a host slowing multi-thread runs) is a counter the callables share. Real runtimes are
@@ -12,8 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from exports.runtime import measure_latency
-from targets.device_runner import CONTENTION_RATIO, is_contended, time_interleaved
+from exports.timing import CONTENTION_RATIO, is_contended, measure_latency, time_interleaved
 
 WARMUP, REPEATS = 1, 5
 FAST_S, SLOW_S = 0.001, 0.003  # a model's run: quiet machine / contended machine

@@ -9,33 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_config import tiny_config
 
-CONFIG = """
-[train]
-batch_size = 16
-steps_per_epoch = 3
-eval_images = 50
-
-[phases.teacher]
-epochs = 1
-lr = 0.1
-
-[phases.kernel]
-epochs = 1
-lr = 0.03
-
-[phases.depth]
-epochs = 0
-lr = 0.03
-
-[phases.expand]
-epochs = 1
-lr = 0.03
-
-[runtime]
-device = "cpu"
-progress = false
-"""
+CONFIG = tiny_config(batch_size=16, steps_per_epoch=3, eval_images=50, epochs={"depth": 0})
 
 
 @pytest.mark.slow

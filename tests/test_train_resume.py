@@ -13,39 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_config import tiny_config
 
 from factory.errors import UserInputError
 from factory.training.checkpoint import load_checkpoint
 from factory.training.config import Overrides, apply_overrides, load_config_file
 from factory.training.trainer import train
 
-CONFIG = """
-[train]
-batch_size = 16
-steps_per_epoch = 6
-eval_images = 64
-
-[phases.teacher]
-epochs = 1
-lr = 0.1
-
-[phases.kernel]
-epochs = 2
-lr = 0.03
-
-[phases.depth]
-epochs = 1
-lr = 0.03
-
-[phases.expand]
-epochs = 1
-lr = 0.03
-
-[runtime]
-device = "cpu"
-checkpoint_interval_s = 0.5
-progress = false
-"""
+CONFIG = tiny_config(batch_size=16, steps_per_epoch=6, eval_images=64, epochs={"kernel": 2}, checkpoint_interval_s=0.5)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 

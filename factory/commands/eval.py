@@ -10,14 +10,15 @@ from factory.commands.common import device_option, json_option, print_json, run_
 @click.command("eval")
 @run_option
 @click.option("--arch", "arch_spec", default="max", show_default=True,
-              help="max (largest sub-network), min (smallest), or an arch JSON file.")
+              help="max (largest sub-network), min (smallest), or a JSON file: an arch, a pick.json or a "
+                   "pareto.json of `factory search`.")
 @device_option
 @json_option
 def eval_command(run_dir: str, arch_spec: str, device: str, as_json: bool) -> None:
     """Recompute BN statistics on the calibration split, then report accuracy and loss on validation."""
     from factory.evaluate import evaluate_arch
     from factory.run import load_run
-    from factory.training.trainer import arch_from_option
+    from factory.search.files import arch_from_option
 
     run = load_run(run_dir)
     arch = arch_from_option(run.space, arch_spec)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from exports import FORMATS, PRECISIONS
 from factory.commands.common import json_option, print_json, run_option
 
-# Kept here as literals (no import of exports/torch at CLI load); tests check they equal exports.FORMATS.
-FORMAT_NAMES = ("onnx", "tflite", "openvino")
-PRECISION_NAMES = ("fp32", "fp16", "int8")
+# From the one table of formats; `exports` is import-cheap (stdlib only), so `factory --help` stays fast.
+FORMAT_NAMES: tuple[str, ...] = tuple(FORMATS)
+PRECISION_NAMES: tuple[str, ...] = PRECISIONS
 
 
 def _parse_formats(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
@@ -26,7 +27,8 @@ def _parse_formats(_ctx: click.Context, _param: click.Parameter, value: str | No
 @click.command("export")
 @run_option
 @click.option("--arch", "arch_spec", default="max", show_default=True,
-              help="max (largest sub-network), min (smallest), or an arch JSON file (e.g. a search pick).")
+              help="max (largest sub-network), min (smallest), or a JSON file: an arch, the pick.json of "
+                   "`factory search`, or a pareto.json (its chosen pick).")
 @click.option("--formats", callback=_parse_formats, default=None,
               help=f"Comma-separated: {','.join(FORMAT_NAMES)}. Default: the target's format.")
 @click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,
@@ -50,17 +52,16 @@ def export_command(run_dir: str, arch_spec: str, formats: tuple[str, ...] | None
     """
     from pathlib import Path
 
-    from exports.verify import read_manifest
     from factory.ship.export import export_package
 
     echo = (lambda m: click.echo(m, err=True)) if as_json else click.echo
-    path = export_package(run_dir, arch_spec, formats, precision, Path(out_dir), target=target, threads=threads,
-                          progress=echo, latency_repeats=repeats)
-    manifest = read_manifest(path)
+    package = export_package(run_dir, arch_spec, formats, precision, Path(out_dir), target=target, threads=threads,
+                             progress=echo, latency_repeats=repeats)
     if as_json:
-        print_json({"package": str(path), "files": manifest["files"], "metrics": manifest["metrics"]})
+        print_json({"package": str(package.path), "files": package.manifest["files"],
+                    "metrics": package.manifest["metrics"]})
         return
-    click.echo(f"package written: {path}")
+    click.echo(f"package written: {package.path}")
 
 
 @click.command("verify")

@@ -32,7 +32,7 @@ def predictor() -> None:
 def fit(run_dir: str, samples: int, holdout: int, val_images: int | None, uniform: bool, seed: int,
         as_json: bool) -> None:
     """Sample, measure (BN recalibrated), fit an MLP ensemble; write RUN/predictor.pt."""
-    from factory.predictor.model import fit_predictor
+    from factory.predictor.fit import fit_predictor
 
     report = fit_predictor(run_dir, samples=samples, holdout=holdout, seed=seed, val_images=val_images,
                            progress=not as_json, uniform=uniform)

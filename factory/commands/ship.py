@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from factory.commands.common import json_option, print_json, run_option
+from factory.commands.common import json_option, print_json, run_option, search_options, verify_top_option
+
+if TYPE_CHECKING:
+    from factory.ship.report import TargetOutcome
 
 
 def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _search_options(f):
-    f = click.option("--seed", type=int, default=0, show_default=True, help="Search seed (same seed, same pick).")(f)
-    f = click.option("--generations", type=click.IntRange(min=1), default=100, show_default=True,
-                     help="NSGA-II generations per target.")(f)
-    f = click.option("--population", type=click.IntRange(min=4), default=100, show_default=True,
-                     help="NSGA-II population per target.")(f)
-    return f
+def _summarise(outcomes: list[TargetOutcome], out: Path, as_json: bool) -> None:
+    """Print one line per target (or JSON); SomeFailedError when a target did not ship, its exit code by
+    factory.errors.combined_exit_code."""
+    from factory.errors import SomeFailedError, combined_exit_code
 
-
-def _summarise(outcomes, out: Path, as_json: bool) -> None:
     if as_json:
         print_json([o.to_dict() for o in outcomes])
     else:
@@ -37,8 +35,9 @@ def _summarise(outcomes, out: Path, as_json: bool) -> None:
         click.echo(f"report: {out / 'report.md'} and {out / 'report.html'}")
     failed = [o for o in outcomes if o.status != "shipped"]
     if failed:
-        codes = {o.status for o in failed}
-        sys.exit(3 if codes == {"infeasible"} else 1)
+        raise SomeFailedError(f"{len(failed)} of {len(outcomes)} target(s) not shipped: "
+                              + ", ".join(f"{o.target} ({o.status})" for o in failed),
+                              combined_exit_code(o.exit_code for o in outcomes))
 
 
 @click.command("specialize")
@@ -47,18 +46,27 @@ def _summarise(outcomes, out: Path, as_json: bool) -> None:
               help="'all' (every built-in target measurable here) or comma-separated names / profile TOML files.")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("dist"),
               show_default=True, help="Where packages (OUT/<target>/<package>/) and report.md/html go.")
-@_search_options
-@click.option("--verify-top", type=click.IntRange(min=0), default=3, show_default=True,
-              help="Candidates checked for real (BN-recalibrated accuracy, latency of the exported file).")
+@search_options
+@verify_top_option
+@click.option("--predictor-samples", type=click.IntRange(min=30), default=400, show_default=True,
+              help="When the run has no accuracy predictor: random sub-networks measured to fit one first.")
 @json_option
-def specialize_command(run_dir, targets_spec, out, population, generations, seed, verify_top, as_json) -> None:
-    """For every target: latency table (measured if missing), search, export in the target's runtime and
-    precision, verify; then OUT/report.md + report.html. Targets are independent: a failing one is
-    reported and the others still ship. Exit 0 when all shipped, 3 when only infeasible targets failed,
-    else 1."""
+def specialize_command(run_dir: str, targets_spec: str, out: Path, population: int, generations: int, seed: int,
+                       verify_top: int, predictor_samples: int, as_json: bool) -> None:
+    """For every target: latency table (measured if missing), search, the verified pick packaged in the
+    target's runtime and precision and checked by the gate; then OUT/report.md + report.html. Fits the
+    accuracy predictor first when the run has none. Targets are independent: a failing one is reported
+    and the others still ship.
+
+    \b
+    Exit code: 0 when every target shipped; else, when all failures are of one
+    kind, that kind's code (3 all infeasible, 4 all refused by the verification
+    gate, 2 all bad input); failures of mixed kinds: 1.
+    """
     from factory.ship.specialize import SpecializeOptions, specialize
 
-    options = SpecializeOptions(population=population, generations=generations, seed=seed, verify_top=verify_top)
+    options = SpecializeOptions(population=population, generations=generations, seed=seed, verify_top=verify_top,
+                                predictor_samples=predictor_samples)
     outcomes = specialize(run_dir, targets_spec, out, options, say=_say)
     _summarise(outcomes, out, as_json)
 
@@ -68,9 +76,10 @@ def specialize_command(run_dir, targets_spec, out, population, generations, seed
 @click.option("--repeats", type=click.IntRange(min=10), default=200, show_default=True, help="Timed runs per file.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Override the package's thread count.")
 @json_option
-def benchmark_command(package, repeats, threads, as_json) -> None:
+def benchmark_command(package: Path, repeats: int, threads: int | None, as_json: bool) -> None:
     """Accuracy and p50/p95 latency of every file in PACKAGE, with the parity gate's verdict per file.
     Exit 4 when any file fails the gate."""
+    from factory.errors import VerificationError
     from factory.ship.benchmark import benchmark_package, render_table
 
     report = benchmark_package(package, repeats=repeats, threads=threads)
@@ -79,7 +88,7 @@ def benchmark_command(package, repeats, threads, as_json) -> None:
     else:
         click.echo(render_table(report))
     if not report.get("passed", False):
-        sys.exit(4)
+        raise VerificationError(f"{package}: " + "; ".join(report.get("failures") or ["the gate refused it"]))
 
 
 @click.command("demo")
@@ -91,8 +100,9 @@ def benchmark_command(package, repeats, threads, as_json) -> None:
 @click.option("--samples", type=click.IntRange(min=30), default=450, show_default=True,
               help="Random sub-networks measured to fit the accuracy predictor (50 of them held out to score "
                    "it); the uniformly scaled ones are measured as well.")
-@_search_options
-def demo_command(out, run_dir, retrain, samples, population, generations, seed) -> None:
+@search_options
+def demo_command(out: Path, run_dir: Path, retrain: bool, samples: int, population: int, generations: int,
+                 seed: int) -> None:
     """The whole chain on the embedded MNIST-5k digits: train the demo supernet (progressive
     shrinking), fit the accuracy predictor, specialize for every built-in target measurable here,
     and print where the packages and the report are."""

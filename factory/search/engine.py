@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from exports.budgets import Constraints
 from factory.errors import UserInputError
 from factory.search.nsga import GenomeLayout, NSGAConfig, make_toolbox, run_nsga2
 from supernets.arch import ArchConfig
@@ -32,7 +33,6 @@ from supernets.space import SearchSpace
 AccuracyFn = Callable[[Sequence[ArchConfig]], Sequence[float]]
 MapFn = Callable[..., Iterable[Any]]
 
-BUDGET_FIELDS = ("latency_p50_ms", "latency_p95_ms", "size_mb", "peak_memory_mb", "min_accuracy")
 _INFEASIBLE_OFFSET = 1e9  # larger than any latency (ms) or size (MB) a feasible candidate can have
 
 
@@ -94,49 +94,20 @@ class Miss:
                 "fraction": round(self.fraction, 6)}
 
 
-@dataclass(frozen=True)
-class Budgets:
-    """The target's constraints that are set (None = not budgeted)."""
+def objectives_for(budgets: Constraints) -> tuple[str, ...]:
+    """Accuracy and latency always; size as a third objective when the target budgets size."""
+    return ("accuracy", "latency_p50_ms", "size_mb") if budgets.size_mb is not None else ("accuracy", "latency_p50_ms")
 
-    latency_p50_ms: float | None = None
-    latency_p95_ms: float | None = None
-    size_mb: float | None = None
-    peak_memory_mb: float | None = None
-    min_accuracy: float | None = None
 
-    @classmethod
-    def from_profile(cls, profile: Any) -> Budgets:
-        """Read `profile.constraints` (a targets.profile.Constraints, or any object with those fields)."""
-        c = profile.constraints
-        return cls(**{name: _opt_float(getattr(c, name, None)) for name in BUDGET_FIELDS})
-
-    def items(self) -> Iterator[tuple[str, float]]:
-        for name in BUDGET_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                yield name, value
-
-    def objectives(self) -> tuple[str, ...]:
-        """Accuracy and latency always; size as a third objective when the target budgets size."""
-        return ("accuracy", "latency_p50_ms", "size_mb") if self.size_mb is not None else (
-            "accuracy", "latency_p50_ms")
-
-    def check(self, values: Prediction) -> dict[str, Miss]:
-        """Every budgeted figure against its budget (misses and passes alike)."""
-        return {name: Miss(name, values.value(name), budget) for name, budget in self.items()}
-
-    def to_dict(self) -> dict[str, float]:
-        return dict(self.items())
+def check_budgets(budgets: Constraints, values: Prediction) -> dict[str, Miss]:
+    """Every budgeted figure against its budget (misses and passes alike)."""
+    return {name: Miss(name, values.value(name), budget) for name, budget in budgets.items()}
 
 
 def arch_label(arch: ArchConfig) -> str:
     """One line naming a sub-network (for messages)."""
     return (f"r{arch.resolution} d{list(arch.depths)} k{list(arch.kernel_sizes)} "
             f"e{list(arch.expand_ratios)}")
-
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 @dataclass(frozen=True)
@@ -221,7 +192,7 @@ class SearchResult:
     chosen: Candidate | None
     closest: Candidate | None
     objectives: tuple[str, ...]
-    budgets: Budgets
+    budgets: Constraints
     evaluations: int  # fitness assignments (population x generations, roughly)
     unique_evaluations: int  # distinct canonical archs evaluated
     seconds: float
@@ -339,8 +310,8 @@ def search(
     if generations < 0:
         raise UserInputError(f"generations: must be >= 0, got {generations}")
     start = time.perf_counter()
-    budgets = Budgets.from_profile(profile)
-    objectives = budgets.objectives()
+    budgets = profile.constraints
+    objectives = objectives_for(budgets)
     rng = random.Random(seed)
     toolbox = make_toolbox(space, rng, len(objectives), mutation_rate=mutation_rate)
     layout: GenomeLayout = toolbox.layout()
@@ -354,7 +325,7 @@ def search(
         archs = [space.decode(k) for k in missing]
         preds = [p for chunk in map_fn(evaluator, _chunks(archs, chunk_size)) for p in chunk]
         for key, arch, pred in zip(missing, archs, preds, strict=True):
-            cache[key] = Candidate(arch, pred, budgets.check(pred))
+            cache[key] = Candidate(arch, pred, check_budgets(budgets, pred))
         counter["evaluations"] += len(keys)
         return [cache[k].fitness(objectives) for k in keys]
 
@@ -388,12 +359,12 @@ def random_search(
 ) -> SearchResult:
     """Baseline: `evaluations` uniformly sampled sub-networks, same evaluator and front (for benchmarks)."""
     start = time.perf_counter()
-    budgets = Budgets.from_profile(profile)
-    objectives = budgets.objectives()
+    budgets = profile.constraints
+    objectives = objectives_for(budgets)
     rng = random.Random(seed)
     archs = {space.canonical(space.sample(rng)): None for _ in range(evaluations)}
     preds = CandidateEvaluator(accuracy_fn, latency_model)(list(archs))
-    evaluated = [Candidate(a, p, budgets.check(p)) for a, p in zip(archs, preds, strict=True)]
+    evaluated = [Candidate(a, p, check_budgets(budgets, p)) for a, p in zip(archs, preds, strict=True)]
     front = pareto_front(evaluated, objectives)
     feasible = [c for c in front if c.feasible]
     return SearchResult(front, feasible[0] if feasible else None,

@@ -4,13 +4,17 @@ Predictions can be wrong (the accuracy predictor has a rank correlation, not a g
 latency table is a sum of blocks). So the few most accurate feasible candidates of the front are
 measured: BN-recalibrated accuracy on the validation split (`factory.evaluate.evaluate_arch`, ~1 s)
 for a batch of `top`, then, most accurate first, the *exported file* in the target's runtime,
-precision and threads (`exports.convert` + `exports.runtime.measure_latency`, rounds, lowest round
-median as the tables do: another tenant only adds time) until one meets every budget: that one
-is the pick (the most accurate of the batch that passes). Exports are the slow part (seconds to
-~15 s for TFLite int8), so they stop at the first pass. When a measured figure exceeds its
-prediction, the ratio measured/predicted is learnt and the remaining queue is filtered with the
-corrected predictions, so the next batch is not the same near-identical candidates failing the same
-way. After `max_checks` exports without a pass: InfeasibleTargetError. A misprediction never ships.
+precision and threads (`factory.prepared` + `exports.timing.measure_latency`, the method of the
+tables and the gate) until one meets every budget: that one is the pick (the most accurate of the
+batch that passes). Exports are the slow part, so they stop at the first pass. When a measured
+figure exceeds its prediction, the ratio measured/predicted is learnt and the remaining queue is
+filtered with the corrected predictions, so the next batch is not the same near-identical candidates
+failing the same way. After `max_checks` exports without a pass: InfeasibleTargetError. A
+misprediction never ships.
+
+The pick's work travels on (`VerifiedPick`): its calibrated network, its converted file (converted
+exactly as a package converts it) and that file's latency go to the package writer, which copies the
+file instead of converting it again.
 
 Not measured: peak memory (the latency model's estimate is used and said so); for a target whose
 table was imported from another device, latency (this machine is not that device: predicted figures
@@ -19,15 +23,23 @@ are used and said so). Accuracy is PyTorch fp32; the export gate checks the expo
 
 from __future__ import annotations
 
+import shutil
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from factory.errors import InfeasibleTargetError
-from factory.search.engine import Budgets, Candidate, Measurement, SearchResult, arch_label
+from factory.search.engine import Candidate, Measurement, Prediction, SearchResult, arch_label, check_budgets
 from supernets.arch import ArchConfig
+
+if TYPE_CHECKING:
+    from exports.budgets import Constraints
+    from exports.timing import Latency
+    from factory.prepared import PreparedSubnet
+    from factory.run import Run
+    from targets.profile import TargetProfile
 
 
 @dataclass(frozen=True)
@@ -37,7 +49,6 @@ class VerifyConfig:
     rounds: int = 3  # timing rounds: p50 = lowest round median, p95 = median round p95 (as the tables)
     warmup: int = 20
     repeats: int = 100
-    calibration_images: int = 64  # int8 calibration for the export
     recheck_pause_s: float = 2.0  # a latency over budget is timed again (fresh session) after this pause ...
     recheck_window_s: float = 30.0  # ... and again, until under budget or this long has passed
 
@@ -45,131 +56,225 @@ class VerifyConfig:
 _CORRECTED = ("latency_p50_ms", "latency_p95_ms", "size_mb")  # figures whose prediction error is learnt
 
 
+@dataclass(frozen=True)
+class ExportCheck:
+    """One candidate converted for the target and timed: the file lives in `folder` (package layout)."""
+
+    prepared: PreparedSubnet
+    folder: Path
+    size_mb: float
+    latency: Latency | None  # None when the target's latency is not measurable on this machine
+
+    @property
+    def p50_p95(self) -> tuple[float, float]:
+        return (float("nan"),) * 2 if self.latency is None else (self.latency.p50_ms, self.latency.p95_ms)
+
+
+@dataclass(frozen=True)
+class VerifiedPick:
+    """The verified pick and the work its verification did, handed to the package writer.
+
+    `result.chosen` is the pick with its predicted and measured figures; `check` holds the calibrated
+    static network (and int8 calibration images) the file was converted from, the converted file of the
+    target's format and its latency. The file's folder outlives the verification: it is removed by
+    `close()` (or leaving a `with` block) once the package is written."""
+
+    result: SearchResult
+    fmt: str
+    check: ExportCheck
+    _root: Path = field(repr=False)  # the verification's temporary folder, `check.folder` inside it
+
+    @property
+    def chosen(self) -> Candidate:
+        assert self.result.chosen is not None  # set by verify_pick
+        return self.result.chosen
+
+    @property
+    def predicted(self) -> Prediction:
+        return self.chosen.predicted
+
+    @property
+    def measured(self) -> Measurement:
+        assert self.chosen.measured is not None  # set by verify_pick
+        return self.chosen.measured
+
+    @property
+    def files(self) -> dict[str, Path]:
+        """Format -> folder of its converted files (what `exports.package.PackageRequest.converted` takes)."""
+        return {self.fmt: self.check.folder}
+
+    @property
+    def timings(self) -> dict[str, Latency]:
+        """Format -> the latency of its converted file (`PackageRequest.timings`); empty when not measured."""
+        return {} if self.check.latency is None else {self.fmt: self.check.latency}
+
+    def close(self) -> None:
+        shutil.rmtree(self._root, ignore_errors=True)
+
+    def __enter__(self) -> VerifiedPick:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
 def _dir_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def measure_accuracy(run: Any, arch: ArchConfig) -> float:
+def measure_accuracy(run: Run, arch: ArchConfig) -> float:
     from factory.evaluate import evaluate_arch
 
     return evaluate_arch(run, arch).accuracy
 
 
-def measure_export(run: Any, profile: Any, arch: ArchConfig, config: VerifyConfig, out: Path,
-                   recheck_above_ms: float | None = None) -> tuple[float, float, float]:
-    """(p50 ms, p95 ms, size MB) of `arch` exported for `profile`; latencies NaN when the target's
-    table was imported from another device (this machine cannot stand in for it).
+def measure_export(run: Run, profile: TargetProfile, arch: ArchConfig, config: VerifyConfig, out: Path,
+                   recheck_above_ms: float | None = None) -> ExportCheck:
+    """`arch` converted for `profile` into `out` (as a package converts it) and timed there.
 
-    Timed with `exports.runtime.measure_latency`, as the export gate times it: contended rounds of a
+    Timed with `exports.timing.measure_latency`, as the export gate times it: contended rounds of a
     multi-thread target are set aside, and a p50 above `recheck_above_ms` (the budget) is re-timed before
-    it is believed. Why: one disturbed measurement of a 2-thread target on 2 cores read 2.1x its
-    prediction in a demo run, and the learnt correction then filtered out every better candidate."""
-    from exports.convert import convert
-    from exports.runtime import measure_latency
+    it is believed, so one disturbed measurement does not teach the search a false correction."""
+    from exports.timing import measure_latency
     from factory.data import to_model_input
-    from factory.evaluate import calibrated_subnet
+    from factory.prepared import prepare_subnet
 
-    ds = run.dataset()
-    model = calibrated_subnet(run, arch)
-    calib = None
-    if profile.precision == "int8":
-        calib = to_model_input(ds.calib.images[: config.calibration_images], arch.resolution, run.mean,
-                               run.std).numpy()
-    path = convert(model, profile.format, profile.precision, out, resolution=arch.resolution, calibration=calib)
-    size = _dir_size_mb(out)
+    prepared = prepare_subnet(run, arch, profile.precision)
+    path = prepared.convert(profile.format, out)
     if not profile.measurable_here:
-        return float("nan"), float("nan"), size
-    x = to_model_input(ds.val.images[:1], arch.resolution, run.mean, run.std).numpy()
+        return ExportCheck(prepared, out, _dir_size_mb(out), None)
+    x = to_model_input(run.dataset().val.images[:1], arch.resolution, run.mean, run.std).numpy()
     timing = measure_latency(path, x, profile.threads, rounds=config.rounds, warmup=config.warmup,
                              repeats=config.repeats, over_ms=recheck_above_ms, recheck_pause_s=config.recheck_pause_s,
                              recheck_window_s=config.recheck_window_s)
-    return timing.p50_ms, timing.p95_ms, size
+    return ExportCheck(prepared, out, _dir_size_mb(out), timing)
 
 
-def _measured_checks(budgets: Budgets, cand: Candidate, m: Measurement) -> dict:
+def _measured_checks(budgets: Constraints, cand: Candidate, m: Measurement) -> dict:
     """Budgets against measured figures, falling back to predictions for what was not measured."""
     checks = {}
-    for name, miss in budgets.check(cand.predicted).items():
+    for name, miss in check_budgets(budgets, cand.predicted).items():
         value = m.value(name)
         checks[name] = replace(miss, value=value) if value == value else miss  # NaN -> keep predicted
     return checks
 
 
-def _still_feasible(c: Candidate, budgets: Budgets, ratios: dict[str, float]) -> bool:
+def _still_feasible(c: Candidate, budgets: Constraints, ratios: dict[str, float]) -> bool:
     """Does `c` meet the budgets once its predictions are scaled by the learnt measured/predicted ratios?"""
     return all(c.predicted.value(name) * ratios.get(name, 1.0) <= budget
                for name, budget in budgets.items() if name in _CORRECTED)
 
 
-def verify_pick(run: Any, profile: Any, result: SearchResult, config: VerifyConfig = VerifyConfig(),
-                workdir: Path | None = None, known: Sequence[tuple[Candidate, float]] = ()) -> SearchResult:
-    """Choose the most accurate candidate of the front that meets every budget when measured (see
-    the module docstring). `known`: candidates whose accuracy is already measured (the predictor's
-    samples, the uniformly scaled networks among them), with that accuracy; the predicted-feasible ones
-    join the first batch at no cost (instead of their place in the front, if they are on it), so a
-    measured network more accurate than the predicted front is not passed over. Returns `result` with
-    `chosen` (measured) and `checked` (every exported candidate, in order). InfeasibleTargetError if
-    none of `config.max_checks` exports passes."""
-    budgets = result.budgets
-    key = run.space.canonical
-    known_acc = {key(c.arch): acc for c, acc in known}
-    queue = [c for c in result.feasible if key(c.arch) not in known_acc]
-    extra = [c for c, _ in known if c.feasible]  # all in the first batch: their accuracy costs nothing
-    ratios: dict[str, float] = {}
-    checked: list[Candidate] = []
-    accs: dict[ArchConfig, float] = {}
-    measured_here = 0
+@dataclass
+class _Verification:
+    """The state of one verification: accuracies (known or measured here), the learnt measured/predicted
+    ratios, and the candidates exported so far (each in its own folder under `root`)."""
 
-    def accuracy(c: Candidate) -> float:
-        nonlocal measured_here
-        k = key(c.arch)
-        if k not in accs:
-            if k in known_acc:
-                accs[k] = known_acc[k]
+    run: Run
+    profile: TargetProfile
+    budgets: Constraints
+    config: VerifyConfig
+    root: Path
+    known_acc: dict[ArchConfig, float]
+    accs: dict[ArchConfig, float] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
+    checked: list[Candidate] = field(default_factory=list)
+    measured_here: int = 0
+
+    def accuracy(self, c: Candidate) -> float:
+        k = self.run.space.canonical(c.arch)
+        if k not in self.accs:
+            if k in self.known_acc:
+                self.accs[k] = self.known_acc[k]
             else:
-                accs[k] = measure_accuracy(run, c.arch)
-                measured_here += 1
-        return accs[k]
+                self.accs[k] = measure_accuracy(self.run, c.arch)
+                self.measured_here += 1
+        return self.accs[k]
 
-    with tempfile.TemporaryDirectory(prefix="factory-verify-", dir=workdir) as tmp:
-        while (queue or extra) and len(checked) < config.max_checks:
-            queue = [c for c in queue if _still_feasible(c, budgets, ratios)]
-            batch, queue = queue[: config.top], queue[config.top :]
-            batch, extra = batch + extra, []
-            for c in sorted(batch, key=lambda c: -accuracy(c)):
-                acc = accuracy(c)
-                if budgets.min_accuracy is not None and acc < budgets.min_accuracy:
-                    continue  # no export needed: it already fails the accuracy budget
-                if len(checked) >= config.max_checks:
-                    break
-                if not _still_feasible(c, budgets, ratios):
-                    continue  # an earlier export showed the predictions are optimistic by more than its margin
-                p50, p95, size = measure_export(run, profile, c.arch, config, Path(tmp) / f"c{len(checked)}",
-                                                recheck_above_ms=budgets.latency_p50_ms)
-                m = Measurement(acc, p50, p95, size, c.predicted.peak_memory_mb, _notes(profile))
-                done = replace(c, measured=m, measured_checks=_measured_checks(budgets, c, m))
-                checked.append(done)
-                for name in _CORRECTED:
-                    pred, got = c.predicted.value(name), m.value(name)
-                    if pred > 0 and got == got:
-                        ratios[name] = max(ratios.get(name, 1.0), got / pred)
+    def worth_exporting(self, c: Candidate) -> bool:
+        """Not when it already fails the accuracy budget, nor when an earlier export showed the predictions
+        are optimistic by more than its margin."""
+        acc, floor = self.accuracy(c), self.budgets.min_accuracy
+        return (floor is None or acc >= floor) and _still_feasible(c, self.budgets, self.ratios)
+
+    def export(self, c: Candidate) -> tuple[Candidate, ExportCheck]:
+        """Convert and time `c`, record it as checked, learn the measured/predicted ratios."""
+        check = measure_export(self.run, self.profile, c.arch, self.config, self.root / f"c{len(self.checked)}",
+                               recheck_above_ms=self.budgets.latency_p50_ms)
+        p50, p95 = check.p50_p95
+        m = Measurement(self.accuracy(c), p50, p95, check.size_mb, c.predicted.peak_memory_mb, _notes(self.profile))
+        done = replace(c, measured=m, measured_checks=_measured_checks(self.budgets, c, m))
+        self.checked.append(done)
+        for name in _CORRECTED:
+            pred, got = c.predicted.value(name), m.value(name)
+            if pred > 0 and got == got:
+                self.ratios[name] = max(self.ratios.get(name, 1.0), got / pred)
+        return done, check
+
+    def batches(self, queue: list[Candidate], extra: list[Candidate]) -> Iterator[list[Candidate]]:
+        """Batches of `top` candidates, most accurate first, re-filtered by what the exports taught."""
+        while (queue or extra) and len(self.checked) < self.config.max_checks:
+            queue = [c for c in queue if _still_feasible(c, self.budgets, self.ratios)]
+            batch, queue = queue[: self.config.top] + extra, queue[self.config.top :]
+            extra = []
+            yield sorted(batch, key=lambda c: -self.accuracy(c))
+
+    def first_pass(self, queue: list[Candidate], extra: list[Candidate]) -> tuple[Candidate, ExportCheck] | None:
+        for batch in self.batches(queue, extra):
+            for c in batch:
+                if len(self.checked) >= self.config.max_checks:
+                    return None
+                if not self.worth_exporting(c):
+                    continue
+                done, check = self.export(c)
                 if done.passes_measured:
-                    notes = [*result.notes, f"verified: accuracy of {measured_here} candidate(s) measured now, "
-                                            f"{len(accs) - measured_here} known from the predictor's samples; "
-                                            f"{len(checked)} exported and timed"]
-                    return replace(result, chosen=done, checked=checked, notes=notes)
-    worst = "; ".join(f"{arch_label(c.arch)}: " + ", ".join(
-        m.describe() for m in (c.measured_checks or {}).values() if m.excess > 0) for c in checked)
-    raise InfeasibleTargetError(
-        f"target {profile.name!r}: no candidate predicted to meet every budget does when measured "
-        f"({len(accs)} accuracy-checked, {len(checked)} exported: {worst or 'none left to export'}); "
-        f"measured/predicted ratios {({k: round(v, 2) for k, v in ratios.items()})}. The predictions are "
-        f"optimistic for this target: re-measure its latency table (on a quiet machine) or relax the budgets")
+                    return done, check
+                shutil.rmtree(check.folder, ignore_errors=True)  # only the pick's file is kept
+        return None
+
+    def infeasible_message(self) -> str:
+        worst = "; ".join(f"{arch_label(c.arch)}: " + ", ".join(
+            m.describe() for m in (c.measured_checks or {}).values() if m.excess > 0) for c in self.checked)
+        return (f"target {self.profile.name!r}: no candidate predicted to meet every budget does when measured "
+                f"({len(self.accs)} accuracy-checked, {len(self.checked)} exported: "
+                f"{worst or 'none left to export'}); measured/predicted ratios "
+                f"{({k: round(v, 2) for k, v in self.ratios.items()})}. The predictions are optimistic for this "
+                f"target: re-measure its latency table (on a quiet machine) or relax the budgets")
 
 
-def _notes(profile: Any) -> str:
+def verify_pick(run: Run, profile: TargetProfile, result: SearchResult, config: VerifyConfig = VerifyConfig(),
+                workdir: Path | None = None, known: Sequence[tuple[Candidate, float]] = ()) -> VerifiedPick:
+    """Choose the most accurate candidate of the front that meets every budget when measured (see the
+    module docstring), and keep its converted file for the package. `known`: candidates whose accuracy is
+    already measured (the predictor's samples, the uniformly scaled networks among them), with that
+    accuracy; the predicted-feasible ones join the first batch at no cost, so a measured network more
+    accurate than the predicted front is not passed over. InfeasibleTargetError if none of
+    `config.max_checks` exports passes (nothing is left on disk then)."""
+    key = run.space.canonical
+    root = Path(tempfile.mkdtemp(prefix="factory-verify-", dir=workdir))
+    state = _Verification(run, profile, result.budgets, config, root, {key(c.arch): acc for c, acc in known})
+    queue = [c for c in result.feasible if key(c.arch) not in state.known_acc]
+    extra = [c for c, _ in known if c.feasible]  # all in the first batch: their accuracy costs nothing
+    try:
+        found = state.first_pass(queue, extra)
+        if found is None:
+            raise InfeasibleTargetError(state.infeasible_message())
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    done, check = found
+    notes = [*result.notes, f"verified: accuracy of {state.measured_here} candidate(s) measured now, "
+                            f"{len(state.accs) - state.measured_here} known from the predictor's samples; "
+                            f"{len(state.checked)} exported and timed"]
+    return VerifiedPick(replace(result, chosen=done, checked=state.checked, notes=notes), profile.format, check, root)
+
+
+def _notes(profile: TargetProfile) -> str:
     notes = ["peak memory: estimate of the latency model (not measured)",
              "accuracy: PyTorch fp32 with BN recalibration (the export gate checks the exported file)"]
     if not profile.measurable_here:
         notes.append("latency: not measurable on this machine (imported table); predicted figures apply")
     return "; ".join(notes)
+
+
+__all__ = ["ExportCheck", "VerifiedPick", "VerifyConfig", "measure_export", "verify_pick"]

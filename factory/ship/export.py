@@ -1,9 +1,11 @@
 """Pipeline step: a trained run + one sub-network -> a verified deployment package.
 
 Builds what `exports.package.write_package` needs from the run: the BN-recalibrated static
-sub-network, calibration images (int8), the validation split with PyTorch reference logits (the gate
-and the accuracy figures), the labels and preprocessing, cost, and lineage. The specialize step calls
-`export_package` once per target.
+sub-network and int8 calibration images (`factory.prepared`), the validation split with PyTorch
+reference logits (the gate and the accuracy figures), the labels and preprocessing, cost, and lineage.
+Two ways in, one way out (`_write`): `export_package` for a user-given arch (`factory export`) prepares
+and converts here; `package_pick` for the search's verified pick (`factory specialize`) takes the
+pick's calibrated network, converted file and latency measurement, so nothing is done twice.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from typing import TYPE_CHECKING, Any
 from factory.errors import UserInputError, VerificationError
 
 if TYPE_CHECKING:
+    from exports.package import WrittenPackage
+    from exports.verify import VerificationSet
+    from factory.prepared import PreparedSubnet
     from factory.run import Run
+    from factory.search.pick import VerifiedPick
     from supernets import ArchConfig
     from targets.profile import TargetProfile
 
-CALIBRATION_IMAGES = 200  # int8 calibration: enough for stable min/max, seconds to run
+Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ def resolve_choice(formats: Sequence[str] | None, precision: str | None, threads
 
 
 def _resolve_arch(run: Run, arch: ArchConfig | str) -> ArchConfig:
-    from factory.training.trainer import arch_from_option
+    from factory.search.files import arch_from_option
     from supernets import ArchConfig
 
     if isinstance(arch, ArchConfig):
@@ -78,16 +84,16 @@ def export_package(
     target: TargetProfile | str | None = None,
     threads: int | None = None,
     lineage_extra: dict[str, Any] | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Say | None = None,
     latency_repeats: int = 200,
-) -> Path:
-    """Export one sub-network of `run` as a verified package at `out_dir`; returns `out_dir`.
+) -> WrittenPackage:
+    """Export one sub-network of `run` as a verified package at `out_dir` (`factory export`): one BN
+    recalibration, one conversion per format, the gate.
 
     UserInputError for bad input (missing run, arch not in the space, unknown format/precision);
     VerificationError (exit 4) when the gate refuses a file — nothing is published then.
     """
-    from exports.package import PackageRequest, Preprocessing, write_package
-    from exports.verify import VerificationFailed
+    from factory.prepared import prepare_subnet
     from factory.run import load_run
 
     profile = _resolve_target(target)
@@ -96,18 +102,42 @@ def export_package(
     arch_cfg = _resolve_arch(run, arch)
     say = progress or (lambda _m: None)
     say(f"sub-network: resolution {arch_cfg.resolution}, depths {list(arch_cfg.depths)}; recalibrating BN")
-    model, calibration, validation = _prepare_model_and_data(run, arch_cfg, choice.precision)
+    prepared = prepare_subnet(run, arch_cfg, choice.precision)
+    return _write(run, prepared, choice, profile, Path(out_dir), lineage_extra, say, latency_repeats)
+
+
+def package_pick(run: Run, pick: VerifiedPick, profile: TargetProfile, out_dir: Path,
+                 lineage_extra: dict[str, Any] | None = None, progress: Say | None = None,
+                 latency_repeats: int = 200) -> WrittenPackage:
+    """The search's verified pick as a package for `profile` (`factory specialize`): the pick's calibrated
+    network, its converted file (copied, not converted again) and that file's latency measurement go in;
+    the gate still checks checksums, parity and accuracy of the written file, and the budgets. The
+    manifest records the pick's predicted figures next to the measured ones."""
+    say = progress or (lambda _m: None)
+    choice = resolve_choice(None, None, None, profile)
+    return _write(run, pick.check.prepared, choice, profile, Path(out_dir), lineage_extra, say, latency_repeats,
+                  pick=pick)
+
+
+def _write(run: Run, prepared: PreparedSubnet, choice: ExportChoice, profile: TargetProfile | None, out_dir: Path,
+           lineage_extra: dict[str, Any] | None, say: Say, latency_repeats: int,
+           pick: VerifiedPick | None = None) -> WrittenPackage:
+    """The one way a package is written from a run (`exports.package.write_package`), domain errors mapped."""
+    from exports.package import PackageRequest, write_package
+    from exports.verify import VerificationFailed
+
+    arch = prepared.arch
     request = PackageRequest(
-        model=model, formats=choice.formats, precision=choice.precision,
-        preprocessing=Preprocessing(arch_cfg.resolution, tuple(run.mean), tuple(run.std)),  # type: ignore[arg-type]
-        labels=list(run.class_names), validation=validation, calibration=calibration, arch=arch_cfg.to_dict(),
-        cost=_cost(run, arch_cfg), lineage=_lineage(run, profile, lineage_extra),
-        target=profile.to_dict() if profile else None, budgets=_budgets(profile), threads=choice.threads,
-        latency_repeats=latency_repeats,
-        name=Path(out_dir).name,
+        model=prepared.model, formats=choice.formats, precision=choice.precision,
+        preprocessing=prepared.preprocessing, labels=list(prepared.labels), validation=_validation_set(run, prepared),
+        calibration=prepared.calibration, arch=arch.to_dict(), cost=_cost(run, arch),
+        lineage=_lineage(run, profile, lineage_extra), target=profile.to_dict() if profile else None,
+        budgets=_budgets(profile), threads=choice.threads, latency_repeats=latency_repeats, name=out_dir.name,
+        converted=pick.files if pick else {}, timings=pick.timings if pick else {},
+        predicted=pick.predicted.to_dict() if pick else None,
     )
     try:
-        return write_package(request, Path(out_dir), progress=say)
+        return write_package(request, out_dir, progress=say)
     except VerificationFailed as exc:
         raise VerificationError(f"{out_dir}: not published: {exc}") from None
     except ValueError as exc:
@@ -115,17 +145,7 @@ def export_package(
 
 
 def _budgets(profile: TargetProfile | None) -> dict[str, float]:
-    """The target's constraints the gate can check here. Latency budgets only when the target's latency is
-    measured on this machine (a remote device's budgets say nothing about this CPU); peak memory is a
-    prediction, not a measurement of the file, so the search step owns it."""
-    if profile is None:
-        return {}
-    budgets = profile.constraints.to_dict()
-    budgets.pop("peak_memory_mb", None)
-    if not profile.measurable_here:
-        budgets.pop("latency_p50_ms", None)
-        budgets.pop("latency_p95_ms", None)
-    return budgets
+    return profile.constraints.gate_budgets(profile.measurable_here) if profile else {}
 
 
 def _resolve_target(target: TargetProfile | str | None) -> TargetProfile | None:
@@ -139,29 +159,20 @@ def _resolve_target(target: TargetProfile | str | None) -> TargetProfile | None:
         raise UserInputError(str(exc)) from None
 
 
-def _prepare_model_and_data(run: Run, arch: ArchConfig, precision: str) -> tuple[Any, Any, Any]:
-    """The calibrated static sub-network, int8 calibration images, and the validation set + reference logits."""
+def _validation_set(run: Run, prepared: PreparedSubnet) -> VerificationSet:
+    """The whole validation split, preprocessed for the sub-network, with its PyTorch reference logits."""
     import torch
 
     from exports.verify import VerificationSet
     from factory.data import to_model_input
-    from factory.evaluate import calibrated_subnet
 
-    model = calibrated_subnet(run, arch)
     ds = run.dataset()
-    calibration = None
-    if precision == "int8":
-        if len(ds.calib) == 0:
-            raise UserInputError(f"int8 needs calibration data: the calib split of {run.data_source!r} is empty")
-        calibration = to_model_input(ds.calib.images[:CALIBRATION_IMAGES], arch.resolution, run.mean,
-                                     run.std).numpy()
     if len(ds.val) == 0:
-        raise UserInputError(f"run {run.path}: the validation split of {run.data_source!r} is empty")
-    inputs = to_model_input(ds.val.images, arch.resolution, run.mean, run.std)
+        raise UserInputError(f"run {run.path}: the validation split of {run.data.source!r} is empty")
+    inputs = to_model_input(ds.val.images, prepared.arch.resolution, run.mean, run.std)
     with torch.no_grad():
-        reference = torch.cat([model(chunk) for chunk in inputs.split(256)])
-    validation = VerificationSet(inputs.numpy(), ds.val.labels.numpy(), reference.numpy())
-    return model, calibration, validation
+        reference = torch.cat([prepared.model(chunk) for chunk in inputs.split(256)])
+    return VerificationSet(inputs.numpy(), ds.val.labels.numpy(), reference.numpy())
 
 
 def _cost(run: Run, arch: ArchConfig) -> dict[str, Any]:
@@ -176,9 +187,9 @@ def _lineage(run: Run, profile: TargetProfile | None, extra: dict[str, Any] | No
         "run_path": str(run.path),
         "checkpoint_sha256": run.checkpoint_sha256,
         "space": {"name": run.space.name},
-        "data_source": run.data_source,
-        "split_seed": run.split_seed,
-        "val_fraction": run.val_fraction,
+        "data_source": run.data.source,
+        "split_seed": run.data.split_seed,
+        "val_fraction": run.data.val_fraction,
         "target_profile": profile.name if profile else None,
         "search_seed": None,
         **(extra or {}),

@@ -34,6 +34,7 @@ class TargetOutcome:
     package: str | None = None
     pareto_png: str | None = None
     seconds: float = 0.0
+    exit_code: int = 0  # of the failure (factory.errors: 3 infeasible, 4 gate refused, ...); 0 when shipped
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,22 +1,35 @@
-"""`factory specialize`: for every target, latency table -> search -> export -> verify, then a report.
+"""`factory specialize`: for every target, latency table -> search -> verified pick -> package, then a report.
 
 Targets are independent: one that is infeasible or fails verification is reported and the others
-still ship. Each step is a library call (the same ones `factory targets measure`, `factory search`
-and `factory export` make), so this module only orchestrates and records outcomes.
+still ship. One accuracy predictor serves every target (fitted first when the run has none). Per
+target, the latency model is loaded (or measured) once and handed to the search, and the search's
+verified pick (its calibrated network, converted file and latency measurement) is handed to the
+package writer: one BN recalibration, one extraction and one conversion per target and format.
+Each step is a library call (the ones `factory targets measure`, `factory search` and `factory
+export` make), so this module only orchestrates and records outcomes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from factory.errors import FactoryError, InfeasibleTargetError, UserInputError, VerificationError
 from factory.ship.report import TargetOutcome, write_report
+
+if TYPE_CHECKING:
+    from exports.package import WrittenPackage
+    from factory.predictor.model import AccuracyPredictor
+    from factory.run import Run
+    from supernets import ArchConfig
+    from targets.latency import LatencyModel
+    from targets.profile import TargetProfile
 
 Say = Callable[[str], None]
 
@@ -27,10 +40,11 @@ class SpecializeOptions:
     generations: int = 100
     seed: int = 0
     verify_top: int = 3
-    latency_repeats: int = 200
+    latency_repeats: int = 200  # the gate's timed runs per file it times itself (not when the pick timed it)
+    predictor_samples: int = 400  # sub-networks measured to fit the accuracy predictor when the run has none
 
 
-def resolve_targets(spec: str) -> list[Any]:
+def resolve_targets(spec: str) -> list[TargetProfile]:
     """'all' = every built-in target measurable on this machine; else comma-separated names or TOML paths."""
     from targets.profile import ProfileError, builtin_profiles, get_profile
 
@@ -45,81 +59,115 @@ def resolve_targets(spec: str) -> list[Any]:
         raise UserInputError(f"--targets: {exc}") from None
 
 
-def ensure_latency_table(run: Any, profile: Any, say: Say) -> None:
-    """Measure the target's table on this machine when it is missing or stale; imported tables must exist."""
+def ensure_predictor(run: Run, samples: int, say: Say) -> AccuracyPredictor:
+    """The run's accuracy predictor, fitted first (with progress) when the run has none: a search without
+    one would measure every candidate."""
+    from factory.predictor.fit import fit_predictor
+    from factory.predictor.model import load_predictor
+
+    predictor = load_predictor(run.path, run.space, run.checkpoint_sha256)
+    if predictor is not None:
+        say(f"reusing the accuracy predictor in {run.path}")
+        return predictor
+    holdout = min(50, max(10, samples // 4))
+    say(f"no accuracy predictor in {run.path}: fitting one on {samples} measured sub-networks ({holdout} held "
+        f"out) and the uniformly scaled ones (as `factory predictor fit --run {run.path}` does)")
+    report = fit_predictor(run.path, samples=samples, holdout=holdout, progress=True)
+    say(f"predictor: held-out Spearman {report.holdout_spearman:.3f} on {report.holdout} random sub-networks "
+        f"(MACs alone {report.macs_spearman:.3f}); {report.samples} measured in {report.measure_seconds:.0f} s")
+    fitted = load_predictor(run.path, run.space, run.checkpoint_sha256)
+    if fitted is None:
+        raise FactoryError(f"{report.path}: the predictor just fitted is not there")
+    return fitted
+
+
+def ensure_latency_table(run: Run, profile: TargetProfile, say: Say) -> LatencyModel:
+    """The target's latency model, measured on this machine first when missing or stale (imported tables
+    must exist: they come from the device)."""
     from targets.latency import build_latency_table, load_latency_model, table_path
 
     try:
-        load_latency_model(run.path, profile, space=run.space, num_classes=run.num_classes)
-        return
+        return load_latency_model(run.path, profile, space=run.space, num_classes=run.num_classes)
     except ValueError as exc:
         if not profile.measurable_here:
             raise FactoryError(f"{profile.name}: {exc} (this target's table comes from its device: "
                                f"`factory targets probe {profile.name}` then `factory targets import`)") from None
         say(f"{profile.name}: measuring latency table ({exc})")
     build_latency_table(run.space, run.num_classes, profile, table_path(run.path, profile.name), progress=True)
+    return load_latency_model(run.path, profile, space=run.space, num_classes=run.num_classes)
 
 
-def package_name(run: Any, arch: Any) -> str:
-    import hashlib
-
+def package_name(run: Run, arch: ArchConfig) -> str:
     digest = hashlib.sha256(arch.to_json().encode()).hexdigest()[:8]
     return f"{run.name}-r{arch.resolution}-{digest}"
 
 
-def specialize_target(run: Any, profile: Any, out_dir: Path, options: SpecializeOptions, say: Say) -> TargetOutcome:
-    """One target end to end; never raises for a domain failure (the outcome records it)."""
-    from factory.search.run import run_search
-    from factory.ship.export import export_package
-
+def specialize_target(run: Run, profile: TargetProfile, out_dir: Path, options: SpecializeOptions, say: Say,
+                      predictor: AccuracyPredictor) -> TargetOutcome:
+    """One target end to end; never raises for a domain failure (the outcome records it, exit code too)."""
     started = time.perf_counter()
     outcome = TargetOutcome(target=profile.name, status="failed", runtime=profile.runtime,
                             precision=profile.precision, budgets=profile.constraints.to_dict())
-    target_dir = out_dir / profile.name
     try:
-        ensure_latency_table(run, profile, say)
-        say(f"{profile.name}: searching ({options.population} x {options.generations}, seed {options.seed})")
-        try:
-            result = run_search(run, profile, population=options.population, generations=options.generations,
-                                seed=options.seed, verify_top=options.verify_top)
-        finally:
-            _copy_pareto_plot(run, profile, target_dir, outcome, out_dir)
-        pick = result.chosen
-        outcome.arch = pick.arch.to_dict()
-        outcome.predicted_p50_ms = pick.predicted.latency_p50_ms
-        say(f"{profile.name}: exporting the pick ({profile.format} {profile.precision})")
-        package = export_package(run, pick.arch, formats=[profile.format], precision=profile.precision,
-                                 out_dir=target_dir / package_name(run, pick.arch), target=profile,
-                                 lineage_extra={"search_seed": options.seed}, progress=say,
-                                 latency_repeats=options.latency_repeats)
-        _record_package(outcome, package, out_dir)
+        _ship_target(run, profile, out_dir, options, say, predictor, outcome)
         outcome.status = "shipped"
-    except InfeasibleTargetError as exc:
-        outcome.status, outcome.message = "infeasible", str(exc)
-    except VerificationError as exc:
-        outcome.status, outcome.message = "failed", str(exc)
-        outcome.formats_failed = [profile.format]
     except FactoryError as exc:
-        outcome.message = str(exc)
+        outcome.status = "infeasible" if isinstance(exc, InfeasibleTargetError) else "failed"
+        outcome.message, outcome.exit_code = str(exc), exc.exit_code
+        if isinstance(exc, VerificationError):
+            outcome.formats_failed = [profile.format]
     except Exception as exc:  # one target's bug must not stop the others; the report names it
-        outcome.message = f"unexpected {type(exc).__name__}: {exc}"
+        outcome.message, outcome.exit_code = f"unexpected {type(exc).__name__}: {exc}", 1
     outcome.seconds = time.perf_counter() - started
     return outcome
 
 
-def _copy_pareto_plot(run: Any, profile: Any, target_dir: Path, outcome: TargetOutcome, out_dir: Path) -> None:
-    from factory.search.run import search_dir
+def _ship_target(run: Run, profile: TargetProfile, out_dir: Path, options: SpecializeOptions, say: Say,
+                 predictor: AccuracyPredictor, outcome: TargetOutcome) -> None:
+    """Latency model -> search -> package; fills `outcome` as it goes (the pick before the package, so a
+    refused package still reports what was picked)."""
+    from factory.search.run import run_search
+    from factory.ship.export import export_package, package_pick
 
-    png = search_dir(run.path, profile.name) / "pareto.png"
+    latency = ensure_latency_table(run, profile, say)
+    say(f"{profile.name}: searching ({options.population} x {options.generations}, seed {options.seed})")
+    target_dir = out_dir / profile.name
+    try:
+        searched = run_search(run, profile, population=options.population, generations=options.generations,
+                              seed=options.seed, verify_top=options.verify_top, latency=latency, predictor=predictor)
+    finally:
+        _copy_pareto_plot(run, profile, target_dir, outcome, out_dir)
+    lineage = {"search_seed": options.seed}
+    with searched:
+        chosen = searched.result.chosen
+        assert chosen is not None  # run_search raises InfeasibleTargetError otherwise
+        outcome.arch, outcome.predicted_p50_ms = chosen.arch.to_dict(), chosen.predicted.latency_p50_ms
+        package_dir = target_dir / package_name(run, chosen.arch)
+        if searched.pick is None:  # --verify-top 0: nothing was converted yet
+            say(f"{profile.name}: exporting the pick ({profile.format} {profile.precision})")
+            package = export_package(run, chosen.arch, [profile.format], profile.precision, package_dir,
+                                     target=profile, lineage_extra=lineage, progress=say,
+                                     latency_repeats=options.latency_repeats)
+        else:
+            say(f"{profile.name}: packaging the verified pick ({profile.format} {profile.precision})")
+            package = package_pick(run, searched.pick, profile, package_dir, lineage, say, options.latency_repeats)
+    _record_package(outcome, package, out_dir)
+
+
+def _copy_pareto_plot(run: Run, profile: TargetProfile, target_dir: Path, outcome: TargetOutcome,
+                      out_dir: Path) -> None:
+    from factory.search.files import SearchFiles
+
+    png = SearchFiles.at(None, run.path, profile.name).pareto_png
     if png.is_file():
         target_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(png, target_dir / "pareto.png")
         outcome.pareto_png = str((target_dir / "pareto.png").relative_to(out_dir))
 
 
-def _record_package(outcome: TargetOutcome, package: Path, out_dir: Path) -> None:
-    manifest = json.loads((package / "manifest.json").read_text())
-    metrics = manifest["metrics"]
+def _record_package(outcome: TargetOutcome, package: WrittenPackage, out_dir: Path) -> None:
+    """The report row's figures, from the package just written (its manifest in memory)."""
+    metrics = package.manifest["metrics"]
     files = metrics.get("files", {})
     if files:
         first = next(iter(files.values()))
@@ -128,26 +176,28 @@ def _record_package(outcome: TargetOutcome, package: Path, out_dir: Path) -> Non
         outcome.latency_p95_ms = first.get("latency_p95_ms")
         outcome.size_mb = first.get("size_bytes", 0) / 1e6 if first.get("size_bytes") else None
     outcome.macs = metrics.get("macs")
-    outcome.formats_passed = [f["format"] for f in manifest["files"]]
-    package, out_dir = package.resolve(), out_dir.resolve()
-    outcome.package = str(package.relative_to(out_dir)) if package.is_relative_to(out_dir) else str(package)
+    outcome.formats_passed = [f["format"] for f in package.manifest["files"]]
+    path, out_dir = package.path.resolve(), out_dir.resolve()
+    outcome.package = str(path.relative_to(out_dir)) if path.is_relative_to(out_dir) else str(path)
 
 
 def specialize(run_dir: str | Path, targets: str, out_dir: str | Path, options: SpecializeOptions | None = None,
                say: Say | None = None) -> list[TargetOutcome]:
-    """Search, export and verify one package per target; write report.md/html in `out_dir`."""
+    """Search, export and verify one package per target; write report.md/html/json in `out_dir`. The
+    accuracy predictor is fitted first when the run has none."""
     from factory.run import load_run
 
     options = options or SpecializeOptions()
     say = say or (lambda _m: None)
     run = load_run(run_dir)
     profiles = resolve_targets(targets)
+    predictor = ensure_predictor(run, options.predictor_samples, say)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     outcomes = []
     for i, profile in enumerate(profiles, 1):
         say(f"[{i}/{len(profiles)}] target {profile.name}: {profile.description}")
-        outcome = specialize_target(run, profile, out, options, say)
+        outcome = specialize_target(run, profile, out, options, say, predictor)
         say(f"[{i}/{len(profiles)}] {profile.name}: {outcome.status}"
             + (f" — {outcome.message}" if outcome.message else "") + f" ({outcome.seconds:.0f} s)")
         outcomes.append(outcome)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from factory.errors import UserInputError
 from factory.run import atomic_torch_save, load_tagged_torch_file
+
+if TYPE_CHECKING:
+    import torch
 
 CHECKPOINT_FORMAT = "ofa-factory-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -39,9 +42,16 @@ class Position:
     def at_phase_start(self) -> bool:
         return self.epoch == 0 and self.step == 0
 
+    def moved_to(self, phase: int, epoch: int, elapsed_seconds: float, cpu_seconds: float) -> Position:
+        """The start of epoch `epoch` of phase `phase`: the run's totals carried over (steps, seconds; the
+        wall and CPU seconds as given), the epoch's running totals back at zero."""
+        return Position(phase=phase, epoch=epoch, global_step=self.global_step, train_seconds=self.train_seconds,
+                        elapsed_seconds=elapsed_seconds, cpu_seconds=cpu_seconds)
 
-def save_checkpoint(path: Path, position: Position, config_toml: str, model: dict, teacher: dict | None,
-                    optimizer: dict | None, scheduler: dict | None, torch_rng: Any) -> None:
+
+def save_checkpoint(path: Path, position: Position, config_toml: str, model: dict[str, torch.Tensor],
+                    teacher: dict[str, torch.Tensor] | None, optimizer: dict[str, Any] | None,
+                    scheduler: dict[str, Any] | None, torch_rng: torch.Tensor) -> None:
     atomic_torch_save(
         {
             "format": CHECKPOINT_FORMAT,

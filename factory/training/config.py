@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from factory.errors import UserInputError
+from factory.errors import UserInputError, parse_text_file
 
 PHASES = ("teacher", "kernel", "depth", "expand")
 SAMPLERS = ("uniform", "sandwich")
@@ -215,13 +215,7 @@ def validate_config(cfg: TrainConfig, origin: str = "config") -> None:
 
 
 def load_config_file(path: str | Path) -> TrainConfig:
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: no such config file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: not valid TOML ({exc})") from None
+    data = parse_text_file(Path(path), tomllib.loads, "TOML", "no such config file")
     return config_from_dict(data, origin=str(path))
 
 

@@ -10,6 +10,7 @@ Nesterov optimizer and cosine schedule. Checkpoints are written atomically at ea
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import sys
@@ -21,7 +22,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
+from exports.files import atomic_write_text
 from factory.data import Dataset, Split, load_dataset, to_model_input
 from factory.errors import UserInputError
 from factory.evaluate import evaluate_on
@@ -32,17 +35,37 @@ from factory.run import (
     METRICS_FILE,
     SUMMARY_FILE,
     SUPERNET_FILE,
-    atomic_write_text,
     save_supernet,
     write_data_json,
 )
 from factory.training.checkpoint import Position, load_checkpoint, save_checkpoint
-from factory.training.config import TrainConfig, config_from_dict, first_incompatible_key
+from factory.training.config import TrainConfig, first_incompatible_key, load_config_file
 from factory.training.distributed import DistContext
 from factory.training.sampling import PHASE_ORDER, derive_seed, sample_step
-from supernets import ArchConfig, SearchSpace, Supernet, get_space
+from supernets import SearchSpace, Supernet, get_space
 
 CHECKPOINT_NAME = "last.pt"
+
+
+@dataclass(frozen=True)
+class SessionClock:
+    """Cumulative wall and CPU seconds of a run: this process's time plus what the checkpoint it resumed
+    from had recorded (a fresh run starts from zero)."""
+
+    wall_start: float
+    cpu_start: float
+    wall_base: float
+    cpu_base: float
+
+    @classmethod
+    def start(cls, pos: Position) -> SessionClock:
+        return cls(time.monotonic(), time.process_time(), pos.elapsed_seconds, pos.cpu_seconds)
+
+    def elapsed_seconds(self) -> float:
+        return self.wall_base + time.monotonic() - self.wall_start
+
+    def cpu_seconds(self) -> float:
+        return self.cpu_base + time.process_time() - self.cpu_start
 
 
 @dataclass
@@ -81,6 +104,15 @@ class Trainer:
         return list(self.net.parameters())
 
     # ----- phase setup --------------------------------------------------------------------------
+    def restore(self, state: dict[str, Any]) -> None:
+        """Weights, position and teacher of checkpoint `state` (its optimizer and schedule: `start_phase`)."""
+        self.net.load_state_dict(state["model"])
+        self.pos = state["position"]
+        if state.get("teacher") is not None:
+            teacher = Supernet(self.space, self.data.info.num_classes, dropout=self.cfg.model.dropout)
+            teacher.load_state_dict(state["teacher"])
+            self.teacher = _frozen_copy(teacher)
+
     def start_phase(self, phase: int, state: dict[str, Any] | None) -> None:
         """Teacher snapshot, channel re-organisation (before expand) and a fresh optimizer + schedule.
         With `state` (resume mid-phase) the optimizer/scheduler states are loaded instead."""
@@ -105,6 +137,7 @@ class Trainer:
                 self.optimizer.load_state_dict(state["optimizer"])
             if state.get("scheduler") is not None:
                 self.scheduler.load_state_dict(state["scheduler"])
+            _to_device(self, self.net)  # optimizer state loaded on CPU
 
     # ----- one step -----------------------------------------------------------------------------
     def batch(self, global_epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +169,7 @@ class Trainer:
         for k, arch in enumerate(archs):
             r = arch.resolution
             if r not in inputs:
-                inputs[r] = self.prepare(to_model_input(images, r, self.data.mean, self.data.std))
+                inputs[r] = self.prepare(to_model_input(images, r, self.data.info.mean, self.data.info.std))
             self.net.set_active(arch)
             logits = self.net(inputs[r])
             loss = F.cross_entropy(logits, labels, label_smoothing=t.label_smoothing)
@@ -167,7 +200,7 @@ class Trainer:
             val = Split(val.images[:limit], val.labels[:limit])
             calib = Split(calib.images[:limit], calib.labels[:limit])
         for which, arch in (("max", self.space.largest()), ("min", self.space.smallest())):
-            r = evaluate_on(self.net, arch, calib, val, self.data.mean, self.data.std,
+            r = evaluate_on(self.net, arch, calib, val, self.data.info.mean, self.data.info.std,
                             self.ctx.device, self.cfg.train.eval_batch_size)
             res[f"acc_{which}"] = round(r.accuracy, 5)
             res[f"loss_{which}"] = round(r.loss, 5)
@@ -201,8 +234,31 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False) -> dict[str, 
 
 
 def _train(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext) -> dict[str, Any]:
-    ckpt_path = out / CHECKPOINT_DIR / CHECKPOINT_NAME
-    state = _check_out_dir(cfg, out, resume, ckpt_path)
+    state = _check_out_dir(cfg, out, resume, out / CHECKPOINT_DIR / CHECKPOINT_NAME)
+    trainer = _build_trainer(cfg, out, ctx, state)
+    if ctx.is_main:
+        _write_run_files(trainer)
+    trainer.last_checkpoint = time.monotonic()
+    clock = SessionClock.start(trainer.pos)
+    trainer.net.train()
+    for phase in range(trainer.pos.phase, len(PHASE_ORDER)):
+        name = PHASE_ORDER[phase]
+        epochs = cfg.phases[name].epochs
+        if epochs == 0:
+            pos = trainer.pos
+            trainer.pos = pos.moved_to(phase + 1, 0, pos.elapsed_seconds, pos.cpu_seconds)
+            continue
+        trainer.start_phase(phase, None if trainer.pos.at_phase_start else state)
+        state = None  # only the phase the checkpoint was written in resumes mid-way
+        for epoch in range(trainer.pos.epoch, epochs):
+            _run_epoch(trainer, name, epoch, epochs, clock)
+            _end_epoch(trainer, phase, epoch, clock)
+    return _finish(trainer)
+
+
+def _build_trainer(cfg: TrainConfig, out: Path, ctx: DistContext, state: dict[str, Any] | None) -> Trainer:
+    """Space, data and supernet (initialised from the seed, then from checkpoint `state` if any), on the
+    device, with the same weights on every rank."""
     if cfg.train.batch_size < ctx.world_size:
         raise UserInputError(f"train.batch_size = {cfg.train.batch_size} is smaller than the {ctx.world_size} "
                              f"processes; each needs at least one image per step")
@@ -213,89 +269,28 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext) -> dict[
         print(f"skipped {len(data.skipped_files)} unreadable image(s): {', '.join(data.skipped_files)}",
               file=sys.stderr)
     torch.manual_seed(derive_seed(cfg.train.seed, "init"))
-    net = Supernet(space, data.num_classes, dropout=cfg.model.dropout)
+    net = Supernet(space, data.info.num_classes, dropout=cfg.model.dropout)
     if cfg.train.zero_init_residual:
         _zero_init_residual(net)
     trainer = Trainer(cfg=cfg, out=out, ctx=ctx, data=data, space=space, net=net, pos=Position())
     if state is not None:
-        net.load_state_dict(state["model"])
-        trainer.pos = state["position"]
-        if state.get("teacher") is not None:
-            trainer.teacher = Supernet(space, data.num_classes, dropout=cfg.model.dropout)
-            trainer.teacher.load_state_dict(state["teacher"])
-            trainer.teacher = _frozen_copy(trainer.teacher)
+        trainer.restore(state)
     _to_device(trainer, net)
     ctx.broadcast_state(net)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / CONFIG_FILE, cfg.to_toml())
-        write_data_json(out / DATA_FILE, data.describe(), cfg.data.on_bad_image)
-        _trim_metrics(out / METRICS_FILE, trainer.global_epoch(trainer.pos.phase, trainer.pos.epoch))
-    trainer.last_checkpoint = time.monotonic()
-    session_start = time.monotonic()
-    cpu_start = time.process_time()
-    elapsed_base = trainer.pos.elapsed_seconds
-    cpu_base = trainer.pos.cpu_seconds
-    net.train()
-    for phase in range(trainer.pos.phase, len(PHASE_ORDER)):
-        name = PHASE_ORDER[phase]
-        epochs = cfg.phases[name].epochs
-        if epochs == 0:
-            trainer.pos = Position(phase=phase + 1, global_step=trainer.pos.global_step,
-                                   train_seconds=trainer.pos.train_seconds, elapsed_seconds=trainer.pos.elapsed_seconds,
-                                   cpu_seconds=trainer.pos.cpu_seconds)
-            continue
-        fresh = trainer.pos.at_phase_start
-        trainer.start_phase(phase, None if fresh else state)
-        if not fresh:
-            _to_device(trainer, net)  # optimizer state loaded on CPU
-        state = None
-        for epoch in range(trainer.pos.epoch, epochs):
-            _run_epoch(trainer, name, epoch, epochs, (session_start, elapsed_base, cpu_start, cpu_base))
-            ctx.broadcast_buffers(net)
-            pos = trainer.pos
-            metrics = {"phase": name, "epoch": epoch + 1, "epochs": epochs,
-                       "global_epoch": trainer.global_epoch(phase, epoch) + 1, "step": pos.global_step}
-            loss_sum, count, images = ctx.all_sum([pos.loss_sum, float(pos.loss_count), float(pos.images)])
-            if ctx.is_main:
-                metrics.update({"loss": round(loss_sum / max(1.0, count), 5),
-                                "lr": trainer.optimizer.param_groups[0]["lr"] if trainer.optimizer else 0.0,
-                                "images_per_s": round(images / max(1e-9, pos.epoch_seconds), 1)})
-                metrics.update(trainer.evaluate())
-            last = epoch + 1 == epochs
-            trainer.pos = Position(
-                phase=phase + 1 if last else phase, epoch=0 if last else epoch + 1, step=0,
-                global_step=pos.global_step, train_seconds=pos.train_seconds,
-                elapsed_seconds=elapsed_base + time.monotonic() - session_start,
-                cpu_seconds=cpu_base + time.process_time() - cpu_start,
-            )
-            if ctx.is_main:
-                metrics["train_seconds"] = round(pos.train_seconds, 2)
-                metrics["elapsed_seconds"] = round(trainer.pos.elapsed_seconds, 2)
-                metrics["cpu_seconds"] = round(trainer.pos.cpu_seconds, 2)
-                with (out / METRICS_FILE).open("a") as f:
-                    f.write(json.dumps(metrics) + "\n")
-                if cfg.runtime.progress:
-                    print(_metrics_line(metrics), file=sys.stderr)
-                trainer.checkpoint()
-                if last:
-                    save_supernet(_cpu_module(net), space, out / SUPERNET_FILE)
-            ctx.barrier()
-    summary = _summary(trainer, out)
-    if ctx.is_main:
-        save_supernet(_cpu_module(net), space, out / SUPERNET_FILE)
-        atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    ctx.barrier()
-    return summary
+    return trainer
 
 
-def _run_epoch(trainer: Trainer, name: str, epoch: int, epochs: int,
-               clocks: tuple[float, float, float, float]) -> None:
-    """Steps of one epoch from the current position; `clocks` = (session start, elapsed base, CPU start,
-    CPU base) so that mid-epoch checkpoints record cumulative times."""
-    from tqdm import tqdm
+def _write_run_files(trainer: Trainer) -> None:
+    """config.toml and data.json of the run; metrics of epochs after the resume point are dropped."""
+    out = trainer.out
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / CONFIG_FILE, trainer.cfg.to_toml())
+    write_data_json(out / DATA_FILE, trainer.data)
+    _trim_metrics(out / METRICS_FILE, trainer.global_epoch(trainer.pos.phase, trainer.pos.epoch))
 
-    session_start, elapsed_base, cpu_start, cpu_base = clocks
+
+def _run_epoch(trainer: Trainer, name: str, epoch: int, epochs: int, clock: SessionClock) -> None:
+    """Steps of one epoch from the current position; mid-epoch checkpoints record `clock`'s cumulative times."""
     cfg, ctx = trainer.cfg, trainer.ctx
     steps = trainer.steps_per_epoch()
     bar = tqdm(total=steps, initial=trainer.pos.step, desc=f"{name} {epoch + 1}/{epochs}", unit="step",
@@ -318,17 +313,68 @@ def _run_epoch(trainer: Trainer, name: str, epoch: int, epochs: int,
                             img_s=f"{p.images * ctx.world_size / max(p.epoch_seconds, 1e-9):.0f}")
             due = time.monotonic() - trainer.last_checkpoint >= cfg.runtime.checkpoint_interval_s
             if due and p.step < steps:
-                p.elapsed_seconds = elapsed_base + time.monotonic() - session_start
-                p.cpu_seconds = cpu_base + time.process_time() - cpu_start
+                p.elapsed_seconds = clock.elapsed_seconds()
+                p.cpu_seconds = clock.cpu_seconds()
                 trainer.checkpoint()
     finally:
         bar.close()
 
 
+def _end_epoch(trainer: Trainer, phase: int, epoch: int, clock: SessionClock) -> None:
+    """BN buffers agreed across ranks, the epoch's metrics, the position moved to the next epoch; rank 0
+    appends the metrics line and checkpoints (and saves the supernet after a phase's last epoch)."""
+    ctx = trainer.ctx
+    ctx.broadcast_buffers(trainer.net)
+    metrics = _epoch_metrics(trainer, phase, epoch)
+    last = epoch + 1 == metrics["epochs"]
+    trainer.pos = trainer.pos.moved_to(phase + 1 if last else phase, 0 if last else epoch + 1,
+                                       clock.elapsed_seconds(), clock.cpu_seconds())
+    if ctx.is_main:
+        _record_epoch(trainer, metrics)
+        if last:
+            save_supernet(_cpu_module(trainer.net), trainer.space, trainer.out / SUPERNET_FILE)
+    ctx.barrier()
+
+
+def _epoch_metrics(trainer: Trainer, phase: int, epoch: int) -> dict[str, Any]:
+    """Loss and throughput summed over ranks; rank 0 adds the lr and the evaluation of max/min nets."""
+    pos, ctx, name = trainer.pos, trainer.ctx, PHASE_ORDER[phase]
+    metrics = {"phase": name, "epoch": epoch + 1, "epochs": trainer.cfg.phases[name].epochs,
+               "global_epoch": trainer.global_epoch(phase, epoch) + 1, "step": pos.global_step}
+    loss_sum, count, images = ctx.all_sum([pos.loss_sum, float(pos.loss_count), float(pos.images)])
+    if ctx.is_main:
+        metrics.update({"loss": round(loss_sum / max(1.0, count), 5),
+                        "lr": trainer.optimizer.param_groups[0]["lr"] if trainer.optimizer else 0.0,
+                        "images_per_s": round(images / max(1e-9, pos.epoch_seconds), 1)})
+        metrics.update(trainer.evaluate())
+    return metrics
+
+
+def _record_epoch(trainer: Trainer, metrics: dict[str, Any]) -> None:
+    """Rank 0: append the epoch's metrics line (with the run's cumulative times), print it, checkpoint."""
+    pos = trainer.pos
+    metrics["train_seconds"] = round(pos.train_seconds, 2)
+    metrics["elapsed_seconds"] = round(pos.elapsed_seconds, 2)
+    metrics["cpu_seconds"] = round(pos.cpu_seconds, 2)
+    with (trainer.out / METRICS_FILE).open("a") as f:
+        f.write(json.dumps(metrics) + "\n")
+    if trainer.cfg.runtime.progress:
+        print(_metrics_line(metrics), file=sys.stderr)
+    trainer.checkpoint()
+
+
+def _finish(trainer: Trainer) -> dict[str, Any]:
+    """The summary; rank 0 saves the final supernet and summary.json."""
+    summary = _summary(trainer, trainer.out)
+    if trainer.ctx.is_main:
+        save_supernet(_cpu_module(trainer.net), trainer.space, trainer.out / SUPERNET_FILE)
+        atomic_write_text(trainer.out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    trainer.ctx.barrier()
+    return summary
+
+
 def _check_out_dir(cfg: TrainConfig, out: Path, resume: bool, ckpt_path: Path) -> dict[str, Any] | None:
     """A new run needs an empty/absent folder; a resume needs a matching config. Returns the checkpoint."""
-    import tomllib
-
     if not resume:
         if (out / CONFIG_FILE).exists() or (out / SUPERNET_FILE).exists() or ckpt_path.exists():
             raise UserInputError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
@@ -336,10 +382,7 @@ def _check_out_dir(cfg: TrainConfig, out: Path, resume: bool, ckpt_path: Path) -
     cfg_file = out / CONFIG_FILE
     if not cfg_file.is_file():
         raise UserInputError(f"{cfg_file}: missing; nothing to resume (start without --resume)")
-    try:
-        stored = config_from_dict(tomllib.loads(cfg_file.read_text()), origin=str(cfg_file))
-    except tomllib.TOMLDecodeError as exc:
-        raise UserInputError(f"{cfg_file}: not valid TOML ({exc})") from None
+    stored = load_config_file(cfg_file)
     diff = first_incompatible_key(stored, cfg)
     if diff is not None:
         key, was, now = diff
@@ -349,8 +392,7 @@ def _check_out_dir(cfg: TrainConfig, out: Path, resume: bool, ckpt_path: Path) -
         if (out / SUPERNET_FILE).exists():
             raise UserInputError(f"{ckpt_path}: missing, but the run has a supernet.pt; it already finished?")
         return None  # killed before the first checkpoint: start over in the same folder
-    blob = load_checkpoint(ckpt_path)
-    return blob
+    return load_checkpoint(ckpt_path)
 
 
 def _trim_metrics(path: Path, keep_below: int) -> None:
@@ -392,8 +434,6 @@ def _summary(trainer: Trainer, out: Path) -> dict[str, Any]:
 
 def weights_sha256(net: nn.Module) -> str:
     """Hash of every parameter and buffer (CPU, contiguous): equal across ranks iff the weights are equal."""
-    import hashlib
-
     h = hashlib.sha256()
     for key, value in sorted(net.state_dict().items()):
         h.update(key.encode())
@@ -474,18 +514,4 @@ def _to_device(trainer: Trainer, net: Supernet) -> None:
                     st[k] = v.to(trainer.ctx.device)
 
 
-def arch_from_option(space: SearchSpace, value: str) -> ArchConfig:
-    """`max` | `min` | path to an arch JSON -> a validated ArchConfig (UserInputError otherwise)."""
-    if value == "max":
-        return space.largest()
-    if value == "min":
-        return space.smallest()
-    try:
-        arch = ArchConfig.load(value)
-        space.validate(arch)
-    except ValueError as exc:
-        raise UserInputError(f"--arch: {exc} (allowed: max, min, or an arch JSON file)") from None
-    return arch
-
-
-__all__ = ["Trainer", "arch_from_option", "train"]
+__all__ = ["Trainer", "train"]

@@ -1,0 +1,113 @@
+"""Measured sub-networks: which ones to measure (stratified) and the append-only record of measurements.
+
+`predictor_samples.jsonl` in the run holds one JSON line per measured sub-network (accuracy, loss,
+images, seconds, and the supernet checkpoint's sha256). Measuring is resumable: a rerun skips what is
+recorded for the same checkpoint and validation subset, and a line torn by a kill is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from supernets.arch import ArchConfig
+from supernets.cost import cost
+from supernets.space import SearchSpace
+
+SAMPLES_FILE = "predictor_samples.jsonl"
+
+
+def stratified_archs(space: SearchSpace, n: int, rng: random.Random, num_classes: int = 10,
+                     size_bins: int = 3) -> list[ArchConfig]:
+    """`n` distinct canonical sub-networks, round-robin over (resolution, MACs bin) cells so every
+    resolution and every size range is covered equally. Deterministic for a given `rng` state."""
+    # The pool size does not depend on n (up to 500), so a smaller --samples is a prefix of a larger
+    # one: a fit can stop early and reuse every measurement.
+    pool = list(dict.fromkeys(space.canonical(space.sample(rng)) for _ in range(max(5000, 10 * n))))
+    cells: list[list[ArchConfig]] = []
+    for res in space.resolutions:
+        members = sorted((a for a in pool if a.resolution == res), key=lambda a: cost(space, a, num_classes).macs)
+        for i in range(size_bins):
+            cell = members[i * len(members) // size_bins : (i + 1) * len(members) // size_bins]
+            rng.shuffle(cell)
+            cells.append(cell)
+    out = list(dict.fromkeys([space.canonical(space.largest()), space.canonical(space.smallest())]))
+    seen = set(out)
+    while len(out) < n and any(cells):
+        for cell in cells:
+            while cell and cell[-1] in seen:
+                cell.pop()
+            if cell and len(out) < n:
+                out.append(cell.pop())
+                seen.add(out[-1])
+    return out[:n]
+
+
+@dataclass(frozen=True)
+class Sample:
+    arch: ArchConfig
+    accuracy: float
+    loss: float
+    images: int
+    seconds: float
+    checkpoint_sha256: str
+
+    def to_json(self) -> str:
+        return json.dumps({"arch": self.arch.to_dict(), "accuracy": self.accuracy, "loss": self.loss,
+                           "images": self.images, "seconds": round(self.seconds, 3),
+                           "checkpoint_sha256": self.checkpoint_sha256})
+
+
+def read_samples(path: Path, space: SearchSpace, checkpoint_sha256: str,
+                 images: int | None = None) -> dict[ArchConfig, Sample]:
+    """Measured samples of this checkpoint (keyed by canonical arch) on `images` validation images (any
+    when None); lines of other checkpoints or validation subsets and a torn last line are skipped."""
+    out: dict[ArchConfig, Sample] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            d = json.loads(line)
+            arch = space.canonical(ArchConfig.from_dict(d["arch"]))
+            sample = Sample(arch, float(d["accuracy"]), float(d["loss"]), int(d["images"]), float(d["seconds"]),
+                            str(d["checkpoint_sha256"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+        if sample.checkpoint_sha256 == checkpoint_sha256 and images in (None, sample.images):
+            out[arch] = sample
+    return out
+
+
+def measure_samples(
+    archs: Sequence[ArchConfig],
+    measure: Callable[[ArchConfig], tuple[float, float, int]],
+    path: Path,
+    space: SearchSpace,
+    checkpoint_sha256: str,
+    progress: bool = True,
+    images: int | None = None,
+) -> list[Sample]:
+    """Measure every arch not yet in `path` (append one JSON line each, flushed), return all of `archs`."""
+    done = read_samples(path, space, checkpoint_sha256, images)
+    todo = [a for a in archs if a not in done]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with path.open("a") as fh, tqdm(total=len(archs), initial=len(archs) - len(todo), disable=not progress,
+                                     desc="measuring sub-networks", unit="net") as bar:
+        if torn:  # an interrupted write: end that line so the next record is not glued to it
+            fh.write("\n")
+        for arch in todo:
+            t0 = time.perf_counter()
+            acc, loss, images = measure(arch)
+            sample = Sample(arch, acc, loss, images, time.perf_counter() - t0, checkpoint_sha256)
+            fh.write(sample.to_json() + "\n")
+            fh.flush()
+            done[arch] = sample
+            bar.update(1)
+    return [done[a] for a in archs]
