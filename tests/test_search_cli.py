@@ -129,6 +129,38 @@ def test_verification_ships_a_measured_network_the_predicted_front_ranks_lower(
     assert list(tmp_path.iterdir()) == []  # closing the pick removes its folder
 
 
+def test_the_pick_is_bn_recalibrated_once_for_its_accuracy_and_its_file(
+        searchable_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No accuracy is known: every candidate is measured here, and the one exported reuses the network its
+    accuracy was measured on (recalibrate_bn still runs, counted per sub-network)."""
+    from collections import Counter
+
+    import factory.evaluate
+    from factory.predictor.model import load_predictor
+    from factory.run import load_run
+    from factory.search.engine import search
+    from factory.search.pick import VerifyConfig, verify_pick
+    from targets.latency import load_latency_model
+    from targets.profile import load_profile
+
+    run_dir, prof_path = searchable_run
+    run, profile = load_run(run_dir), load_profile(prof_path)
+    latency = load_latency_model(run.path, profile, space=run.space, num_classes=run.num_classes)
+    result = search(run.space, load_predictor(run.path, run.space, run.checkpoint_sha256), latency, profile,
+                    population=16, generations=3, seed=0)
+    counts: Counter = Counter()
+    real = factory.evaluate.recalibrate_bn
+
+    def counting(net, arch, *args, **kwargs):
+        counts[arch.to_json()] += 1
+        return real(net, arch, *args, **kwargs)
+
+    monkeypatch.setattr(factory.evaluate, "recalibrate_bn", counting)
+    with verify_pick(run, profile, result, VerifyConfig(top=2, rounds=1, repeats=20), workdir=tmp_path) as picked:
+        assert counts[picked.chosen.arch.to_json()] == 1
+        assert len(counts) >= 2 and set(counts.values()) == {1}, counts
+
+
 def test_search_out_pick_json_is_what_export_arch_takes(searchable_run: tuple[Path, Path], tmp_path: Path) -> None:
     run_dir, prof = searchable_run
     pick_path = tmp_path / "pick.json"

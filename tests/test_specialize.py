@@ -106,22 +106,28 @@ def test_benchmark_reports_every_file_with_its_verdict(specialized):
     assert "PASS" in text.stdout and "p50 ms" in text.stdout
 
 
-def _count_conversions(monkeypatch: pytest.MonkeyPatch) -> tuple[Counter, list[str]]:
-    """Wrap the real `exports.convert.convert` (it still runs) in every module that holds it, and
-    `specialize_target` to know which target a conversion is for. Returns (calls per (target, format),
-    [current target])."""
+def _count_conversions(monkeypatch: pytest.MonkeyPatch) -> tuple[Counter, Counter]:
+    """Wrap the real `exports.convert.convert` and `factory.evaluate.recalibrate_bn` (both still run) in
+    every module that holds them, and `specialize_target` to know which target a call is for. Returns
+    (conversions per (target, format), BN recalibrations per (target, arch))."""
     import exports.convert
     import exports.package
+    import factory.evaluate
     import factory.prepared
     import factory.ship.specialize as spec
 
-    real, real_target = exports.convert.convert, spec.specialize_target
+    real, real_target, real_recal = exports.convert.convert, spec.specialize_target, factory.evaluate.recalibrate_bn
     calls: Counter = Counter()
+    recalibrations: Counter = Counter()
     current = ["(no target)"]
 
     def counting(model, fmt, *args, **kwargs):
         calls[(current[0], fmt)] += 1
         return real(model, fmt, *args, **kwargs)
+
+    def counting_recal(net, arch, *args, **kwargs):
+        recalibrations[(current[0], arch.to_json())] += 1
+        return real_recal(net, arch, *args, **kwargs)
 
     def tracking(run, profile, *args, **kwargs):
         current[0] = profile.name
@@ -131,16 +137,18 @@ def _count_conversions(monkeypatch: pytest.MonkeyPatch) -> tuple[Counter, list[s
         if vars(module).get("convert") is real:
             monkeypatch.setattr(module, "convert", counting)
     monkeypatch.setattr(spec, "specialize_target", tracking)
-    return calls, current
+    monkeypatch.setattr(factory.evaluate, "recalibrate_bn", counting_recal)
+    return calls, recalibrations
 
 
 def test_specialize_fits_a_predictor_then_converts_each_target_once_per_format(unfitted_run, monkeypatch, tmp_path):
     """The verified pick travels: the file the search converted and timed is the file that ships, so each
-    shipped target costs exactly one conversion per format (none for a target infeasible by prediction)."""
+    shipped target costs exactly one conversion per format (none for a target infeasible by prediction),
+    and no sub-network is BN-recalibrated twice for a target."""
     from factory.ship.specialize import SpecializeOptions, specialize
 
     run_dir, profiles = unfitted_run
-    calls, _ = _count_conversions(monkeypatch)
+    calls, recalibrations = _count_conversions(monkeypatch)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the verification's folders go
@@ -152,6 +160,8 @@ def test_specialize_fits_a_predictor_then_converts_each_target_once_per_format(u
     status = {o.target: (o.status, o.exit_code) for o in outcomes}
     assert status == {"roomy": ("shipped", 0), "roomy2": ("shipped", 0), "impossible": ("infeasible", 3)}
     assert dict(calls) == {("roomy", "onnx"): 1, ("roomy2", "onnx"): 1}
+    per_target = {k: n for k, n in recalibrations.items() if k[0] in status}
+    assert per_target and set(per_target.values()) == {1}, per_target  # no sub-network recalibrated twice
     for o in outcomes[:2]:
         manifest = json.loads((tmp_path / "dist" / o.package / "manifest.json").read_text())
         figures = manifest["metrics"]["files"]["model.onnx"]

@@ -122,24 +122,17 @@ def _dir_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def measure_accuracy(run: Run, arch: ArchConfig) -> float:
-    from factory.evaluate import evaluate_arch
-
-    return evaluate_arch(run, arch).accuracy
-
-
-def measure_export(run: Run, profile: TargetProfile, arch: ArchConfig, config: VerifyConfig, out: Path,
+def measure_export(run: Run, profile: TargetProfile, prepared: PreparedSubnet, config: VerifyConfig, out: Path,
                    recheck_above_ms: float | None = None) -> ExportCheck:
-    """`arch` converted for `profile` into `out` (as a package converts it) and timed there.
+    """`prepared` converted for `profile` into `out` (as a package converts it) and timed there.
 
     Timed with `exports.timing.measure_latency`, as the export gate times it: contended rounds of a
     multi-thread target are set aside, and a p50 above `recheck_above_ms` (the budget) is re-timed before
     it is believed, so one disturbed measurement does not teach the search a false correction."""
     from exports.timing import measure_latency
     from factory.data import to_model_input
-    from factory.prepared import prepare_subnet
 
-    prepared = prepare_subnet(run, arch, profile.precision)
+    arch = prepared.arch
     path = prepared.convert(profile.format, out)
     if not profile.measurable_here:
         return ExportCheck(prepared, out, _dir_size_mb(out), None)
@@ -180,14 +173,27 @@ class _Verification:
     ratios: dict[str, float] = field(default_factory=dict)
     checked: list[Candidate] = field(default_factory=list)
     measured_here: int = 0
+    prepared: dict[ArchConfig, PreparedSubnet] = field(default_factory=dict)
+
+    def prepare(self, arch: ArchConfig) -> PreparedSubnet:
+        """The one BN recalibration + extraction of `arch`: its accuracy and its file both come from it."""
+        from factory.prepared import prepare_subnet
+
+        k = self.run.space.canonical(arch)
+        if k not in self.prepared:
+            self.prepared[k] = prepare_subnet(self.run, arch, self.profile.precision)
+        return self.prepared[k]
 
     def accuracy(self, c: Candidate) -> float:
+        from factory.evaluate import static_accuracy
+
         k = self.run.space.canonical(c.arch)
         if k not in self.accs:
             if k in self.known_acc:
                 self.accs[k] = self.known_acc[k]
             else:
-                self.accs[k] = measure_accuracy(self.run, c.arch)
+                self.accs[k] = static_accuracy(self.prepare(c.arch).model, self.run.dataset().val, c.arch.resolution,
+                                               self.run.mean, self.run.std)
                 self.measured_here += 1
         return self.accs[k]
 
@@ -199,7 +205,8 @@ class _Verification:
 
     def export(self, c: Candidate) -> tuple[Candidate, ExportCheck]:
         """Convert and time `c`, record it as checked, learn the measured/predicted ratios."""
-        check = measure_export(self.run, self.profile, c.arch, self.config, self.root / f"c{len(self.checked)}",
+        check = measure_export(self.run, self.profile, self.prepare(c.arch), self.config,
+                               self.root / f"c{len(self.checked)}",
                                recheck_above_ms=self.budgets.latency_p50_ms)
         p50, p95 = check.p50_p95
         m = Measurement(self.accuracy(c), p50, p95, check.size_mb, c.predicted.peak_memory_mb, _notes(self.profile))
