@@ -152,9 +152,14 @@ def static_accuracy(model: nn.Module, val: Split, resolution: int, mean: Sequenc
     """Top-1 accuracy of an extracted (already BN-recalibrated) network on `val`, on the CPU: the pick
     measures the very network it then converts, instead of recalibrating the supernet twice."""
     correct = 0
-    for start in range(0, len(val), batch_size):
-        x = to_model_input(val.images[start:start + batch_size], resolution, mean, std)
-        correct += int((model(x).argmax(1) == val.labels[start:start + batch_size]).sum())
+    model.to(memory_format=torch.channels_last)  # CPU depthwise kernels: see docs/decisions.md
+    try:
+        for start in range(0, len(val), batch_size):
+            x = to_model_input(val.images[start:start + batch_size], resolution, mean, std)
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+            correct += int((logits.argmax(1) == val.labels[start:start + batch_size]).sum())
+    finally:
+        model.to(memory_format=torch.contiguous_format)  # what the exporters take
     return correct / max(1, len(val))
 
 
