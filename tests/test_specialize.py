@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,8 @@ def _factory(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpr
 
 @pytest.fixture(scope="module")
 def unfitted_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
-    """A copy of tiny_run without an accuracy predictor, with latency tables for two feasible ONNX targets
-    and an impossible one."""
+    """A copy of tiny_run without an accuracy predictor, with latency tables for a feasible ONNX target and
+    an impossible one."""
     from factory.run import load_run
     from targets.latency import build_latency_table, table_path
     from targets.profile import load_profile
@@ -45,7 +46,7 @@ def unfitted_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     shutil.copytree(tiny_run, run_dir)
     run = load_run(run_dir)
     paths = []
-    for name, constraints in {"roomy": "latency_p50_ms = 50.0\nsize_mb = 20.0", "roomy2": "latency_p50_ms = 40.0",
+    for name, constraints in {"roomy": "latency_p50_ms = 50.0\nsize_mb = 20.0",
                               "impossible": "latency_p50_ms = 0.0001"}.items():
         path = tmp / f"{name}.toml"
         path.write_text(PROFILE.format(name=name, constraints=constraints))
@@ -56,26 +57,42 @@ def unfitted_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     return run_dir, paths
 
 
+@dataclass
+class Specialized:
+    exit_code: int
+    output: str
+    dist: Path
+    run_dir: Path
+    conversions: Counter
+    recalibrations: Counter
+    scratch: Path
+
+
 @pytest.fixture(scope="module")
-def specialized(unfitted_run: tuple[Path, list[Path]], tmp_path_factory: pytest.TempPathFactory):
-    """The CLI on a copy of `unfitted_run` (its latency tables reused): predictor fit, then specialize for
-    one roomy and one impossible target."""
-    source, (roomy, _roomy2, impossible) = unfitted_run
-    tmp = tmp_path_factory.mktemp("specialize")
-    run_dir = tmp / "run"
-    shutil.copytree(source, run_dir)
-    fit = _factory("predictor", "fit", "--run", str(run_dir), "--samples", "30", "--holdout", "8",
-                   "--val-images", "200", "--no-uniform")
-    assert fit.returncode == 0, fit.stderr
-    dist = tmp / "dist"
-    res = _factory("specialize", "--run", str(run_dir), "--targets", f"{roomy},{impossible}",
-                   "--population", "16", "--generations", "4", "--verify-top", "1", "--out", str(dist))
-    return res, dist
+def specialized(unfitted_run: tuple[Path, list[Path]], tmp_path_factory: pytest.TempPathFactory) -> Specialized:
+    """`factory specialize` through the real CLI, in-process so that conversions and BN recalibrations can be
+    counted (the real functions run): the run has no predictor, so it fits one first; a roomy target and an
+    impossible one."""
+    from click.testing import CliRunner
+
+    from factory.cli import cli
+
+    run_dir, profiles = unfitted_run
+    tmp = tmp_path_factory.mktemp("specialized")
+    scratch, dist = tmp / "tmp", tmp / "dist"
+    scratch.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        conversions, recalibrations = _count_conversions(mp)
+        mp.setattr(tempfile, "tempdir", str(scratch))  # where the verification's folders go
+        res = CliRunner().invoke(cli, ["specialize", "--run", str(run_dir), "--targets", ",".join(map(str, profiles)),
+                                       "--population", "16", "--generations", "4", "--verify-top", "1",
+                                       "--predictor-samples", "30", "--out", str(dist)])
+    return Specialized(res.exit_code, res.output, dist, run_dir, conversions, recalibrations, scratch)
 
 
-def test_feasible_target_ships_while_infeasible_one_is_reported(specialized):
-    res, dist = specialized
-    assert res.returncode == 3, res.stderr  # only an infeasible target failed
+def test_feasible_target_ships_while_infeasible_one_is_reported(specialized: Specialized):
+    res, dist = specialized, specialized.dist
+    assert res.exit_code == 3, res.output  # only an infeasible target failed
     outcomes = {o["target"]: o for o in json.loads((dist / "report.json").read_text())}
     assert outcomes["roomy"]["status"] == "shipped"
     assert outcomes["impossible"]["status"] == "infeasible"
@@ -89,11 +106,11 @@ def test_feasible_target_ships_while_infeasible_one_is_reported(specialized):
     assert "| roomy |" in report and "| impossible |" in report and "infeasible" in report
     html = (dist / "report.html").read_text()
     assert "<table>" in html and "impossible" in html
-    assert "IMPOSSIBLE" in res.stdout.upper() and "shipped" in res.stdout
+    assert "IMPOSSIBLE" in res.output.upper() and "shipped" in res.output
 
 
-def test_benchmark_reports_every_file_with_its_verdict(specialized):
-    _res, dist = specialized
+def test_benchmark_reports_every_file_with_its_verdict(specialized: Specialized):
+    dist = specialized.dist
     outcomes = {o["target"]: o for o in json.loads((dist / "report.json").read_text())}
     package = dist / outcomes["roomy"]["package"]
     res = _factory("benchmark", str(package), "--repeats", "20", "--json")
@@ -141,33 +158,25 @@ def _count_conversions(monkeypatch: pytest.MonkeyPatch) -> tuple[Counter, Counte
     return calls, recalibrations
 
 
-def test_specialize_fits_a_predictor_then_converts_each_target_once_per_format(unfitted_run, monkeypatch, tmp_path):
+def test_specialize_fits_a_predictor_then_converts_each_target_once_per_format(specialized: Specialized):
     """The verified pick travels: the file the search converted and timed is the file that ships, so each
     shipped target costs exactly one conversion per format (none for a target infeasible by prediction),
     and no sub-network is BN-recalibrated twice for a target."""
-    from factory.ship.specialize import SpecializeOptions, specialize
-
-    run_dir, profiles = unfitted_run
-    calls, recalibrations = _count_conversions(monkeypatch)
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the verification's folders go
-    said: list[str] = []
-    options = SpecializeOptions(population=16, generations=4, verify_top=1, predictor_samples=30)
-    outcomes = specialize(run_dir, ",".join(map(str, profiles)), tmp_path / "dist", options, say=said.append)
-    assert any(m.startswith("no accuracy predictor") and "fitting one" in m for m in said)
-    assert (run_dir / "predictor.pt").is_file()
-    status = {o.target: (o.status, o.exit_code) for o in outcomes}
-    assert status == {"roomy": ("shipped", 0), "roomy2": ("shipped", 0), "impossible": ("infeasible", 3)}
-    assert dict(calls) == {("roomy", "onnx"): 1, ("roomy2", "onnx"): 1}
-    per_target = {k: n for k, n in recalibrations.items() if k[0] in status}
+    res = specialized
+    assert "no accuracy predictor" in res.output and "fitting one" in res.output
+    assert (res.run_dir / "predictor.pt").is_file()
+    outcomes = json.loads((res.dist / "report.json").read_text())
+    status = {o["target"]: (o["status"], o["exit_code"]) for o in outcomes}
+    assert status == {"roomy": ("shipped", 0), "impossible": ("infeasible", 3)}
+    assert dict(res.conversions) == {("roomy", "onnx"): 1}
+    per_target = {k: n for k, n in res.recalibrations.items() if k[0] in status}
     assert per_target and set(per_target.values()) == {1}, per_target  # no sub-network recalibrated twice
-    for o in outcomes[:2]:
-        manifest = json.loads((tmp_path / "dist" / o.package / "manifest.json").read_text())
+    for o in outcomes[:1]:
+        manifest = json.loads((res.dist / o["package"] / "manifest.json").read_text())
         figures = manifest["metrics"]["files"]["model.onnx"]
-        assert figures["latency_p50_ms"] == o.latency_p50_ms and figures["latency_timed_by"].startswith("search")
-        assert manifest["metrics"]["predicted"]["latency_p50_ms"] == pytest.approx(o.predicted_p50_ms, rel=1e-5)
-    assert not [p for p in scratch.iterdir() if p.name.startswith("factory-verify-")]  # picks' folders removed
+        assert figures["latency_p50_ms"] == o["latency_p50_ms"] and figures["latency_timed_by"].startswith("search")
+        assert manifest["metrics"]["predicted"]["latency_p50_ms"] == pytest.approx(o["predicted_p50_ms"], rel=1e-5)
+    assert not [p for p in res.scratch.iterdir() if p.name.startswith("factory-verify-")]  # picks' folders removed
 
 
 @pytest.mark.parametrize(("codes", "expected"), [((0, 0), 0), ((0, 3, 3), 3), ((4, 0), 4), ((3, 4), 1),
