@@ -51,7 +51,7 @@ def searchable_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     build_latency_table(run.space, run.num_classes, load_profile(prof_path),
                         table_path(run_dir, "unit-onnx"), progress=False, samples=24)
     fit = _factory("predictor", "fit", "--run", str(run_dir), "--samples", "30", "--holdout", "8",
-                   "--val-images", "200", "--json")
+                   "--val-images", "100", "--json")
     assert fit.returncode == 0, fit.stderr
     report = json.loads(fit.stdout)
     uniform = 108 - 2  # the uniform grid, less the largest and smallest (always among the random samples)

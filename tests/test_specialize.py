@@ -44,7 +44,10 @@ def unfitted_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     tmp = tmp_path_factory.mktemp("specialize_once")
     run_dir = tmp / "run"
     shutil.copytree(tiny_run, run_dir)
+    data = json.loads((run_dir / "data.json").read_text())
+    (run_dir / "data.json").write_text(json.dumps({**data, "val_fraction": 0.04}))  # 200 val images: a cheap fit
     run = load_run(run_dir)
+    assert len(run.dataset().val) <= 250
     paths = []
     for name, constraints in {"roomy": "latency_p50_ms = 50.0\nsize_mb = 20.0",
                               "impossible": "latency_p50_ms = 0.0001"}.items():
