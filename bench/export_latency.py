@@ -1,8 +1,8 @@
 """Export latency: p50 per format x precision of ONE sub-network, side by side, plus export time.
 
 Goals (issue 5): int8 TFLite and int8 OpenVINO >= 1.5x faster than their fp32 file; export of one
-sub-network to all three formats <= 90 s on 2 cores. Sessions are timed in interleaved rounds and the
-median of the per-round medians is reported: another tenant can shift a whole batch of runs by 40%.
+sub-network to all three formats <= 90 s on 2 cores. Sessions are timed with the one method of
+exports/timing.py (interleaved shuffled rounds, p50 = median of all timed runs).
 
     .venv/bin/python bench/export_latency.py --run runs/demo --arch max [--threads 1] [--rounds 7]
     .venv/bin/python bench/export_latency.py            # no run: an untrained supernet, random BN stats
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 from exports import FORMATS, PRECISIONS
 from exports.convert import convert
 from exports.runtime import load_session
-from exports.timing import time_session
+from exports.timing import KERNEL_PREFERENCE, time_interleaved
 
 
 def model_and_data(run_dir: str | None, arch_spec: str) -> tuple[torch.nn.Module, int, np.ndarray, str]:
@@ -64,7 +63,7 @@ def main() -> None:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     model, resolution, calib, what = model_and_data(args.run, args.arch)
     print(f"sub-network: {what}, resolution {resolution}, threads {args.threads}, "
-          f"{args.rounds} rounds x {args.repeats} runs, median of round medians")
+          f"{args.rounds} rounds x {args.repeats} runs, p50 = median of all runs (exports.timing)")
     with tempfile.TemporaryDirectory() as tmp:
         files: dict[tuple[str, str], Path] = {}
         seconds: dict[tuple[str, str], float] = {}
@@ -93,7 +92,7 @@ def main() -> None:
 
         sessions = {}
         for (fmt, prec), path in files.items():
-            if fmt == "tflite":  # LiteRT both ways, to show why int8 files skip XNNPACK
+            if fmt == "tflite":  # LiteRT both ways: a package ships the faster (exports.timing.choose_tflite_kernels)
                 for kernels in ("xnnpack", "builtin"):
                     sessions[(fmt, prec, kernels)] = load_session(path, args.threads, tflite_kernels=kernels)
             elif fmt == "openvino":  # f32 pinned vs OpenVINO's own choice (bf16 where the CPU has it)
@@ -101,14 +100,14 @@ def main() -> None:
                     sessions[(fmt, prec, hint)] = load_session(path, args.threads, openvino_hint=hint)
             else:
                 sessions[(fmt, prec, "")] = load_session(path, args.threads)
-        x = calib[:1]
-        rounds: dict[tuple[str, str, str], list[float]] = {key: [] for key in sessions}
-        for _ in range(args.rounds):
-            for key, sess in sessions.items():
-                rounds[key].append(time_session(sess, x, warmup=10, repeats=args.repeats).p50_ms)
-        p50 = {key: statistics.median(v) for key, v in rounds.items()}
-    for prec in PRECISIONS:  # what exports.runtime does by default ("auto")
-        p50[("tflite", prec, "auto")] = p50[("tflite", prec, "builtin" if prec == "int8" else "xnnpack")]
+        x = np.ascontiguousarray(calib[:1], dtype=np.float32)
+        keys = list(sessions)
+        timed = time_interleaved([lambda s=sessions[k]: s.run_one(x) for k in keys], warmup=10,
+                                 repeats=args.repeats, rounds=args.rounds)
+        p50 = {key: t[0] for key, t in zip(keys, timed.timings, strict=True)}
+    for prec in PRECISIONS:  # what a package ships ("auto"): builtin TFLite kernels only when >5% faster
+        xnn, builtin = p50[("tflite", prec, "xnnpack")], p50[("tflite", prec, "builtin")]
+        p50[("tflite", prec, "auto")] = builtin if builtin < (1 - KERNEL_PREFERENCE) * xnn else xnn
         p50[("openvino", prec, "auto")] = p50[("openvino", prec, "default" if prec == "int8" else "f32")]
 
     print("\np50 latency, ms (batch 1):")
@@ -120,8 +119,8 @@ def main() -> None:
         row = [p50[(fmt, p, kernels)] for p in PRECISIONS]
         ratios = f"{row[0] / row[1]:>11.2f}x{row[0] / row[2]:>11.2f}x"
         print(f"  {label:<22}" + "".join(f"{v:>10.3f}" for v in row) + ratios)
-    print("\n  tflite (auto) = XNNPACK for fp32/fp16 files, LiteRT builtin kernels for int8 files (the default of "
-          "exports.runtime): this XNNPACK build has no int8 HARD_SWISH")
+    print("\n  tflite (auto) = what a package ships: the default XNNPACK delegate unless LiteRT's builtin kernels "
+          "are more than 5% faster for that file (exports.timing.choose_tflite_kernels)")
     print("  openvino (auto) = f32 pinned for float IRs (fp32 parity), OpenVINO's default for int8 IRs (bf16 for "
           "the unquantized ops on CPUs that have it); openvino (default) runs even fp32 IRs in bf16 there")
     for fmt, kernels in (("tflite", "auto"), ("tflite", "builtin"), ("openvino", "auto"), ("openvino", "f32"),

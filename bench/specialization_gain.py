@@ -9,8 +9,8 @@
             the very same exporters and runtimes)
 
 Accuracy: validation split (sub-networks BN-recalibrated). Latency: each contender exported in the
-target's format/precision, timed in interleaved rounds: p50 = lowest round median, p95 = median round
-p95 (the tables' method, exports/timing.py).
+target's format/precision, timed in interleaved rounds: p50 / p95 = median / 95th percentile of all
+timed runs (the tables' method, exports/timing.py).
 Then the amortization figure: train-once + specialize-N vs N separate trainings of the picks
 (extrapolated from one measured epoch of each pick trained alone, for as many epochs as the supernet).
 

@@ -2,7 +2,9 @@
 """Classify image files with a package written by `factory export` — no import of the factory.
 
 Needs only numpy, Pillow and the ONE runtime of the chosen file (onnxruntime, openvino or ai-edge-litert).
-Everything it does comes from the package's manifest.json: resolution, mean/std, colour order, layout.
+Everything it does comes from the package's manifest.json: resolution, mean/std, colour order, layout,
+and the exact session settings each file's latency was measured with (files[].runtime_settings:
+threads, hints, LiteRT kernels), so this client runs as fast as the package claims.
 
     python classify.py dist/phone/pkg  cat.png dog.jpg            # first file of the package
     python classify.py dist/phone/pkg  cat.png --format tflite    # pick a file by format
@@ -40,27 +42,39 @@ def preprocess(path: Path, inp: dict) -> np.ndarray:
 
 
 class Model:
-    """One model file of the package in its own runtime; `logits(x_hwc)` -> (K,)."""
+    """One model file of the package in its own runtime, opened with its recorded runtime_settings;
+    `logits(x_hwc)` -> (K,)."""
 
     def __init__(self, package: Path, entry: dict) -> None:
         self.layout = entry["layout"]
         path = str(package / entry["path"])
-        fmt = entry["format"]
+        fmt, st = entry["format"], entry.get("runtime_settings") or {}
         if fmt == "onnx":
             import onnxruntime as ort
 
-            sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            opts = ort.SessionOptions()
+            if st:
+                opts.intra_op_num_threads = st["intra_op_num_threads"]
+                opts.inter_op_num_threads = st["inter_op_num_threads"]
+                opts.execution_mode = getattr(ort.ExecutionMode, st["execution_mode"])
+                opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, st["graph_optimization_level"])
+            sess = ort.InferenceSession(path, opts, providers=st.get("providers", ["CPUExecutionProvider"]))
             name = sess.get_inputs()[0].name
             self._run = lambda x: sess.run(None, {name: x})[0]
         elif fmt == "openvino":
             import openvino as ov
 
-            compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+            config = st.get("config") or {"INFERENCE_PRECISION_HINT": "f32"}
+            compiled = ov.Core().compile_model(path, st.get("device", "CPU"), config)
             self._run = lambda x: compiled(x)[0]
         elif fmt == "tflite":
-            from ai_edge_litert.interpreter import Interpreter
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-            interp = Interpreter(model_path=path)
+            kwargs = {}
+            if st:
+                kwargs = {"num_threads": st["num_threads"], "experimental_op_resolver_type":
+                          getattr(OpResolverType, st.get("experimental_op_resolver_type", "AUTO"))}
+            interp = Interpreter(model_path=path, **kwargs)
             interp.allocate_tensors()
             i, o = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
 

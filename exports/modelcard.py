@@ -13,18 +13,35 @@ m = json.load(open("manifest.json")); inp = m["input"]; r = inp["resolution"]
 img = Image.open("image.png").convert("RGB").resize((r, r), Image.BILINEAR)
 x = (np.asarray(img, np.float32) / 255 - inp["mean"]) / inp["std"]   # HWC, RGB'''
 
-_LOADERS = {
-    "onnx": '''import onnxruntime as ort
-sess = ort.InferenceSession("{path}", providers=["CPUExecutionProvider"])
-logits = sess.run(None, {{sess.get_inputs()[0].name: x.transpose(2, 0, 1)[None].astype(np.float32)}})[0]''',
-    "tflite": '''from ai_edge_litert.interpreter import Interpreter
-it = Interpreter(model_path="{path}"); it.allocate_tensors()
-it.set_tensor(it.get_input_details()[0]["index"], x[None].astype(np.float32))   # NHWC
-it.invoke(); logits = it.get_tensor(it.get_output_details()[0]["index"])''',
-    "openvino": '''import openvino as ov
-model = ov.Core().compile_model("{path}", "CPU")
-logits = model(x.transpose(2, 0, 1)[None].astype(np.float32))[0]''',
-}
+def _loader(entry: dict[str, Any]) -> str:
+    """The load snippet of one file, creating the session with exactly the settings its latency was
+    measured with (the manifest's runtime_settings; a package without them gets the runtime's defaults)."""
+    path, st = entry["path"], entry.get("runtime_settings") or {}
+    if entry["format"] == "onnx":
+        opts = ""
+        if st:
+            opts = (f"o = ort.SessionOptions(); o.intra_op_num_threads = {st['intra_op_num_threads']}; "
+                    f"o.inter_op_num_threads = {st['inter_op_num_threads']}\n"
+                    f"o.execution_mode = ort.ExecutionMode.{st['execution_mode']}; "
+                    f"o.graph_optimization_level = ort.GraphOptimizationLevel.{st['graph_optimization_level']}\n")
+        return (f"import onnxruntime as ort\n{opts}sess = ort.InferenceSession(\"{path}\", "
+                f"{'o, ' if st else ''}providers={st.get('providers', ['CPUExecutionProvider'])!r})\n"
+                "logits = sess.run(None, {sess.get_inputs()[0].name: "
+                "x.transpose(2, 0, 1)[None].astype(np.float32)})[0]")
+    if entry["format"] == "tflite":
+        args = f'model_path="{path}"'
+        if st:
+            args += f", num_threads={st['num_threads']}"
+            if st.get("experimental_op_resolver_type", "AUTO") != "AUTO":
+                args += f", experimental_op_resolver_type=OpResolverType.{st['experimental_op_resolver_type']}"
+        return ("from ai_edge_litert.interpreter import Interpreter, OpResolverType\n"
+                f"it = Interpreter({args}); it.allocate_tensors()\n"
+                'it.set_tensor(it.get_input_details()[0]["index"], x[None].astype(np.float32))   # NHWC\n'
+                'it.invoke(); logits = it.get_tensor(it.get_output_details()[0]["index"])')
+    config = f", {st['config']!r}" if st.get("config") else ""
+    return ("import openvino as ov\n"
+            f"model = ov.Core().compile_model(\"{path}\", \"{st.get('device', 'CPU')}\"{config})\n"
+            "logits = model(x.transpose(2, 0, 1)[None].astype(np.float32))[0]")
 
 
 def _fmt_ms(value: Any) -> str:
@@ -66,12 +83,25 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         lines.append(f"| `{f['path']}` | {f['format']} | {f['precision']} | {f['layout']} | {size / 1e6:.2f} | "
                      f"{'-' if acc is None else f'{acc:.2%}'} | {m.get('relative_diff', float('nan')):.1e} | "
                      f"{_fmt_ms(m.get('latency_p50_ms'))} | {_fmt_ms(m.get('latency_p95_ms'))} |")
-    lines += ["", "Latencies were measured on the export machine; re-measure on your device "
-              "(`factory benchmark` / `factory verify`).", "", "## Load it"]
+    lines += ["", "p50 / p95: median / 95th percentile of all timed runs (batch 1, input in, logits out) on the "
+              "export machine, in the session the snippets below create; the p50 budget was met with the p50's "
+              "run-to-run spread. Re-measure on your device with `factory benchmark` or the runtime's own tool:",
+              ""]
+    for f in manifest["files"]:
+        if f.get("runtime_settings"):
+            from exports.official_tools import official_command
+
+            cmd = official_command(f["path"], f["runtime_settings"])
+            lines += [f"- `{f['path']}`: `{cmd.shell()}`" + (f" ({cmd.note})" if cmd.note else "")]
+        choice = f.get("kernel_choice")
+        if choice:
+            figures = ", ".join(f"{k} {v:.3f} ms" for k, v in choice["compared_p50_ms"].items())
+            lines += [f"- `{f['path']}` runs with LiteRT's {choice['chosen']} kernels: measured {figures}; "
+                      f"{choice['rule']}"]
+    lines += ["", "## Load it"]
     for f in manifest["files"]:
         lines += ["", f"### {f['format']} ({f['precision']}, input {f['layout']} {f['input_shape']})", "",
-                  "```python", _PREPROCESS, _LOADERS[f["format"]].format(path=f["path"]),
-                  'print(m["labels"][int(np.argmax(logits))])', "```"]
+                  "```python", _PREPROCESS, _loader(f), 'print(m["labels"][int(np.argmax(logits))])', "```"]
     lines += ["", "Or, with nothing but numpy, PIL and the runtime: `python classify.py PACKAGE_DIR image.png ...` "
               "(examples/classify.py of the factory).", "",
               "Check the package before shipping it: `factory verify PACKAGE_DIR` (checksums, parity, accuracy).", ""]

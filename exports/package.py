@@ -25,7 +25,7 @@ from torch import nn
 from exports import FORMATS, check_precision, get_format
 from exports.convert import convert
 from exports.modelcard import render_model_card
-from exports.timing import Latency
+from exports.timing import Latency, open_for_timing
 from exports.verify import MANIFEST, VERIFICATION_FILE, VerificationSet, file_record, verify_package
 
 SCHEMA_VERSION = 1
@@ -146,6 +146,20 @@ def _publish(tmp: Path, out_dir: Path) -> None:
         os.replace(tmp, out_dir)
 
 
+def _session_record(main: Path, threads: int, timing: Latency | None) -> dict[str, Any]:
+    """The exact session settings the file is measured and documented with: those of its earlier timing,
+    else the configuration it ships in (a .tflite file: the faster of its kernels, measured here)."""
+    if timing is not None:
+        settings, choice = timing.settings, timing.kernel_choice
+    else:
+        session, choice = open_for_timing(main, threads)
+        settings = session.settings
+    record: dict[str, Any] = {"runtime_settings": dict(settings)}
+    if choice is not None:
+        record["kernel_choice"] = choice.to_dict()
+    return record
+
+
 def _file_entry(root: Path, fmt: str, precision: str, main: Path, resolution: int, channels: int) -> dict[str, Any]:
     spec = FORMATS[fmt]
     rel = main.relative_to(root).as_posix()
@@ -217,7 +231,8 @@ def _model_files(req: PackageRequest, root: Path, say: Callable[[str], None]) ->
             main = convert(req.model, fmt, req.precision, root, resolution=pre.resolution,
                            calibration=req.calibration, metadata=model_metadata(req.labels, pre, req.arch))
             how = f"in {(datetime.now(UTC) - started).total_seconds():.1f} s"
-        files.append(_file_entry(root, fmt, req.precision, main, pre.resolution, pre.channels))
+        files.append({**_file_entry(root, fmt, req.precision, main, pre.resolution, pre.channels),
+                      **_session_record(main, req.threads, req.timings.get(fmt))})
         say(f"[{i}/{len(req.formats)}] {fmt} {req.precision}: {main.relative_to(root)} "
             f"({_total_size(files[-1]) / 1e6:.2f} MB) {how}")
     return files
@@ -252,7 +267,7 @@ def _build(req: PackageRequest, root: Path, say: Callable[[str], None]) -> dict[
     say(f"verifying {len(files)} file(s) on {len(req.validation.labels)} validation images "
         f"(parity, accuracy, {timing}, {req.threads} thread(s))")
     report = verify_package(root, budgets=req.budgets, threads=req.threads, latency_repeats=req.latency_repeats,
-                            vset=req.validation, timings=timings)
+                            vset=req.validation, timings=timings, latency_margin=True)
     manifest["metrics"] = _metrics(req, report)
     _write_json(root / MANIFEST, manifest)
     (root / "README.md").write_text(render_model_card(manifest))
@@ -264,7 +279,8 @@ def _build(req: PackageRequest, root: Path, say: Callable[[str], None]) -> dict[
 
 def _metrics(req: PackageRequest, report: dict[str, Any]) -> dict[str, Any]:
     keep = ("accuracy", "top1_agreement", "max_abs_diff", "relative_diff", "latency_p50_ms", "latency_p95_ms",
-            "latency_timed_by", "size_bytes")  # size_bytes: the model file plus its extra files (OpenVINO .bin)
+            "latency_p50_spread_ms", "latency_rounds", "latency_timed_by",
+            "size_bytes")  # size_bytes: the model file plus its extra files (OpenVINO .bin)
     predicted = {} if req.predicted is None else {
         "predicted": dict(req.predicted),
         "predicted_note": "the search's figures for this sub-network (accuracy predictor, latency model of the "
@@ -274,7 +290,9 @@ def _metrics(req: PackageRequest, report: dict[str, Any]) -> dict[str, Any]:
         "reference_accuracy": req.validation.reference_accuracy,
         "threads": req.threads,
         "latency_repeats": req.latency_repeats,
-        "latency_note": "batch 1, single inference, measured on the export machine (under whatever load it had)",
+        "latency_note": "batch 1, single inference, measured on the export machine in each file's runtime_settings: "
+                        "p50 / p95 = median / 95th percentile of all timed runs; p50_spread = slowest round's "
+                        "median minus p50 (the p50 budget was met with it)",
         **{k: req.cost[k] for k in ("macs", "params", "peak_activation_bytes") if k in req.cost},
         "files": {f["path"]: {k: f[k] for k in keep if k in f} for f in report["files"]},
         **predicted,

@@ -7,6 +7,11 @@ the same sessions. `run` / `run_one` take NCHW float32 input, whatever the file'
 outputs in PyTorch's layout (files are batch-1 graphs: `run` loops over the rows of a batch);
 `raw_runner` times the runtime alone on an input of the file's own shape and dtype.
 
+`session.settings` is the exact configuration of the session as plain data (threads, hints, delegate,
+runtime version); a package records it per file, and `load_session(..., settings=...)` opens a file with
+exactly that configuration again, so a latency claim, the model card's snippet and `factory benchmark`
+all describe the same session.
+
 Import-cheap (numpy + stdlib; runtimes are imported when a session opens): probe bundles carry this file.
 """
 
@@ -25,6 +30,7 @@ class Session(Protocol):
     fmt: str
     path: Path
     threads: int
+    settings: dict[str, Any]
 
     def run_one(self, x: np.ndarray) -> np.ndarray: ...
 
@@ -65,6 +71,9 @@ class OnnxSession:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._input = self._sess.get_inputs()[0].name
+        self.settings = {"runtime": "onnxruntime", "version": ort.__version__, "providers": ["CPUExecutionProvider"],
+                         "intra_op_num_threads": threads, "inter_op_num_threads": 1,
+                         "execution_mode": "ORT_SEQUENTIAL", "graph_optimization_level": "ORT_ENABLE_ALL"}
 
     def run_one(self, x: np.ndarray) -> np.ndarray:
         return self._sess.run(None, {self._input: x})[0]
@@ -109,6 +118,7 @@ class OpenVinoSession:
             config["INFERENCE_PRECISION_HINT"] = "f32"
         self._compiled = core.compile_model(model, "CPU", config)
         self._request = self._compiled.create_infer_request()
+        self.settings = {"runtime": "openvino", "version": ov.get_version(), "device": "CPU", "config": config}
 
     def run_one(self, x: np.ndarray) -> np.ndarray:
         self._request.infer({0: x})
@@ -124,32 +134,29 @@ class OpenVinoSession:
         return lambda: self._request.infer({0: x})
 
 
-TFLITE_KERNELS = ("auto", "xnnpack", "builtin")
+TFLITE_KERNELS = ("xnnpack", "builtin")
+TFLITE_RESOLVERS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}
 
 
 class TfliteSession:
     """LiteRT interpreter, `num_threads=threads`. Input NHWC inside; NCHW outside.
 
-    `kernels`: "xnnpack" = LiteRT's default delegate; "builtin" = LiteRT's own optimized kernels; "auto"
-    (default) = builtin for int8 graphs, xnnpack otherwise. Why: this XNNPACK build has no int8
-    HARD_SWISH, so an int8 MobileNetV3 graph is cut into ~30 delegate partitions and runs several times
-    slower than with the builtin int8 kernels (measured by bench/export_latency.py)."""
+    `kernels`: "xnnpack" (default) = LiteRT's default delegate, what `Interpreter(model_path=...)` and
+    `litert-benchmark` run; "builtin" = LiteRT's own kernels without the default delegate. Which is faster
+    depends on the graph and the CPU (an int8 graph whose ops XNNPACK lacks is cut into many delegate
+    partitions), so packages choose by measuring both (`exports.timing.choose_tflite_kernels`)."""
 
     fmt = "tflite"
 
-    def __init__(self, path: Path, threads: int, kernels: str = "auto") -> None:
+    def __init__(self, path: Path, threads: int, kernels: str = "xnnpack") -> None:
         Interpreter, OpResolverType = _litert()
         if kernels not in TFLITE_KERNELS:
             raise ValueError(f"kernels: unknown {kernels!r}; allowed: {list(TFLITE_KERNELS)}")
-        self.path, self.threads = path, threads
-        if kernels == "auto":
-            probe = Interpreter(model_path=str(path),
-                                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-            int8 = any(t["dtype"] == np.int8 for t in probe.get_tensor_details())
-            kernels = "builtin" if int8 else "xnnpack"
-        self.kernels = kernels
-        resolver = OpResolverType.AUTO if kernels == "xnnpack" else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.path, self.threads, self.kernels = path, threads, kernels
+        resolver = getattr(OpResolverType, TFLITE_RESOLVERS[kernels])
         self._interp = Interpreter(model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver)
+        self.settings = {"runtime": "tflite", "version": _litert_version(), "num_threads": threads,
+                         "kernels": kernels, "experimental_op_resolver_type": TFLITE_RESOLVERS[kernels]}
         self._interp.allocate_tensors()
         self._in = self._interp.get_input_details()[0]
         self._out = self._interp.get_output_details()[0]
@@ -179,6 +186,15 @@ def _litert() -> tuple[Any, Any]:
     except ImportError:
         from tflite_runtime.interpreter import Interpreter, OpResolverType  # type: ignore[import-not-found,no-redef]
     return Interpreter, OpResolverType
+
+
+def _litert_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"ai-edge-litert {version('ai-edge-litert')}"
+    except Exception:  # tflite_runtime on a device, or no metadata
+        return "unknown"
 
 
 def _quantize_io(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -214,13 +230,18 @@ def runtime_of(path: Path) -> str:
     return FORMATS[format_of(path)].runtime
 
 
-def load_session(path: Path, threads: int = 1, *, tflite_kernels: str = "auto",
-                 openvino_hint: str = "auto") -> Session:
+def load_session(path: Path, threads: int = 1, *, tflite_kernels: str = "xnnpack",
+                 openvino_hint: str = "auto", settings: dict[str, Any] | None = None) -> Session:
     """Open `path` in its runtime. NCHW float32 in, PyTorch-layout outputs out.
 
     `tflite_kernels` only matters for .tflite files (see TfliteSession), `openvino_hint` for OpenVINO IRs
-    (see OpenVinoSession)."""
+    (see OpenVinoSession). `settings` (a session's `.settings`, e.g. from a package manifest) overrides
+    both, so the file opens exactly as it was measured; `threads` still applies."""
     path = Path(path)
+    if settings:
+        tflite_kernels = settings.get("kernels", tflite_kernels)
+        hint = (settings.get("config") or {}).get("INFERENCE_PRECISION_HINT")
+        openvino_hint = "f32" if hint == "f32" else ("default" if "config" in settings else openvino_hint)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
     if threads < 1:

@@ -1,9 +1,9 @@
 """Timing real exported files on this machine, with the one timing method of `exports.timing`.
 
-See `exports.timing` for the method (warm-up, repeats, interleaved shuffled rounds, lowest round
-median / median round p95, contended rounds set aside). Everything here calls that code, so a number
-measured by `measure_file`, by `factory targets measure` and by a probe bundle on a device mean the
-same thing.
+See `exports.timing` for the method (warm-up, repeats, interleaved shuffled rounds, median / 95th
+percentile of all timed runs, contended rounds set aside; .tflite files in the faster of their
+kernels). Everything here calls that code, so a number measured by `measure_file`, by
+`factory targets measure` and by a probe bundle on a device mean the same thing.
 """
 
 from __future__ import annotations

@@ -122,8 +122,10 @@ def test_benchmark_reports_every_file_with_its_verdict(specialized: Specialized)
     assert report["passed"] is True
     (row,) = report["files"]
     assert row["failures"] == [] and 0 < row["latency_p50_ms"] <= row["latency_p95_ms"]
+    assert row["runtime_settings"]["runtime"] in ("onnxruntime", "openvino", "tflite")
     text = _factory("benchmark", str(package), "--repeats", "20")
     assert "PASS" in text.stdout and "p50 ms" in text.stdout
+    assert "the same session in " in text.stdout  # the runtime's own tool, same settings
 
 
 def _count_conversions(monkeypatch: pytest.MonkeyPatch) -> tuple[Counter, Counter]:

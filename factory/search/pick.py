@@ -46,11 +46,9 @@ if TYPE_CHECKING:
 class VerifyConfig:
     top: int = 3  # candidates whose accuracy is measured per batch
     max_checks: int = 6  # exports before giving up (InfeasibleTargetError)
-    rounds: int = 3  # timing rounds: p50 = lowest round median, p95 = median round p95 (as the tables)
+    rounds: int = 3  # timing rounds (exports.timing: p50 / p95 of all runs, spread = slowest round's median - p50)
     warmup: int = 20
     repeats: int = 100
-    recheck_pause_s: float = 2.0  # a latency over budget is timed again (fresh session) after this pause ...
-    recheck_window_s: float = 30.0  # ... and again, until under budget or this long has passed
 
 
 _CORRECTED = ("latency_p50_ms", "latency_p95_ms", "size_mb")  # figures whose prediction error is learnt
@@ -122,13 +120,11 @@ def _dir_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def measure_export(run: Run, profile: TargetProfile, prepared: PreparedSubnet, config: VerifyConfig, out: Path,
-                   recheck_above_ms: float | None = None) -> ExportCheck:
-    """`prepared` converted for `profile` into `out` (as a package converts it) and timed there.
-
-    Timed with `exports.timing.measure_latency`, as the export gate times it: contended rounds of a
-    multi-thread target are set aside, and a p50 above `recheck_above_ms` (the budget) is re-timed before
-    it is believed, so one disturbed measurement does not teach the search a false correction."""
+def measure_export(run: Run, profile: TargetProfile, prepared: PreparedSubnet, config: VerifyConfig,
+                   out: Path) -> ExportCheck:
+    """`prepared` converted for `profile` into `out` (as a package converts it) and timed there, once,
+    with `exports.timing.measure_latency`, as the export gate times it (contended rounds of a multi-thread
+    target set aside; a .tflite file in the faster of its kernels, which the package then ships)."""
     from exports.timing import measure_latency
     from factory.data import to_model_input
 
@@ -138,16 +134,16 @@ def measure_export(run: Run, profile: TargetProfile, prepared: PreparedSubnet, c
         return ExportCheck(prepared, out, _dir_size_mb(out), None)
     x = to_model_input(run.dataset().val.images[:1], arch.resolution, run.mean, run.std).numpy()
     timing = measure_latency(path, x, profile.threads, rounds=config.rounds, warmup=config.warmup,
-                             repeats=config.repeats, over_ms=recheck_above_ms, recheck_pause_s=config.recheck_pause_s,
-                             recheck_window_s=config.recheck_window_s)
+                             repeats=config.repeats)
     return ExportCheck(prepared, out, _dir_size_mb(out), timing)
 
 
 def _measured_checks(budgets: Constraints, cand: Candidate, m: Measurement) -> dict:
-    """Budgets against measured figures, falling back to predictions for what was not measured."""
+    """Budgets against measured figures, falling back to predictions for what was not measured. The p50
+    must fit with its run-to-run spread (`Measurement.checked_value`)."""
     checks = {}
     for name, miss in check_budgets(budgets, cand.predicted).items():
-        value = m.value(name)
+        value = m.checked_value(name)
         checks[name] = replace(miss, value=value) if value == value else miss  # NaN -> keep predicted
     return checks
 
@@ -206,10 +202,11 @@ class _Verification:
     def export(self, c: Candidate) -> tuple[Candidate, ExportCheck]:
         """Convert and time `c`, record it as checked, learn the measured/predicted ratios."""
         check = measure_export(self.run, self.profile, self.prepare(c.arch), self.config,
-                               self.root / f"c{len(self.checked)}",
-                               recheck_above_ms=self.budgets.latency_p50_ms)
+                               self.root / f"c{len(self.checked)}")
         p50, p95 = check.p50_p95
-        m = Measurement(self.accuracy(c), p50, p95, check.size_mb, c.predicted.peak_memory_mb, _notes(self.profile))
+        spread = 0.0 if check.latency is None else check.latency.p50_spread_ms
+        m = Measurement(self.accuracy(c), p50, p95, check.size_mb, c.predicted.peak_memory_mb, _notes(self.profile),
+                        latency_p50_spread_ms=spread)
         done = replace(c, measured=m, measured_checks=_measured_checks(self.budgets, c, m))
         self.checked.append(done)
         for name in _CORRECTED:

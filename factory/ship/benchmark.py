@@ -1,5 +1,6 @@
 """`factory benchmark PKG`: accuracy and p50/p95 latency of every file in a package, with the
-verification gate's verdict per file (like `yolo benchmark`, plus parity)."""
+verification gate's verdict per file (like `yolo benchmark`, plus parity), timed in the session settings
+the manifest records, and the runtime's own benchmark command that times that same session."""
 
 from __future__ import annotations
 
@@ -36,6 +37,14 @@ def render_table(report: dict[str, Any]) -> str:
             f"{f.get('size_bytes', 0) / 1e6:>8.3f} {100 * f.get('accuracy', 0):>8.2f}% "
             f"{100 * f.get('top1_agreement', 0):>6.1f}% {f.get('relative_diff', float('nan')):>12.1e} "
             f"{f.get('latency_p50_ms', float('nan')):>8.3f} {f.get('latency_p95_ms', float('nan')):>8.3f}  {verdict}")
+    for f in report.get("files", []):
+        if f.get("runtime_settings"):
+            from exports.official_tools import official_command
+
+            cmd = official_command(Path(report["package"]) / f["path"], f["runtime_settings"])
+            lines.append(f"{f['path']}: the same session in {cmd.tool}: {cmd.shell()}")
+            if cmd.note:
+                lines.append(f"  ({cmd.note})")
     for f in report.get("files", []):
         if f.get("latency_contended_rounds"):
             lines.append(f"note: {f['path']}: {f['latency_contended_rounds']} of {f['latency_rounds']} timing rounds "
