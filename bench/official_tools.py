@@ -121,6 +121,14 @@ def compare_file(package: Path, manifest: dict[str, Any], entry: dict[str, Any],
     return row
 
 
+def _settings_label(st: dict[str, Any], precision: str, threads: int) -> str:
+    if st["runtime"] == "openvino":
+        return f"{precision}, {st['config'].get('INFERENCE_PRECISION_HINT', 'default')} hint, {threads} thread(s)"
+    if st["runtime"] == "tflite":
+        return f"{precision}, {st['kernels']} kernels, {threads} thread(s)"
+    return f"{precision}, {threads} thread(s)"
+
+
 def render(rows: list[dict[str, Any]]) -> str:
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
@@ -128,11 +136,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     lines = ["| package / file | settings | claim p50 (budget) | factory benchmark | runtime's tool | plain client "
              "| factory vs tool | within budget |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        st = r["settings"]
-        what = {"openvino": lambda: f"{r['precision']}, {st['config'].get('INFERENCE_PRECISION_HINT', 'default')} "
-                                    f"hint, {r['threads']} thread(s)",
-                "tflite": lambda: f"{r['precision']}, {st['kernels']} kernels, {r['threads']} thread(s)",
-                "onnxruntime": lambda: f"{r['precision']}, {r['threads']} thread(s)"}[st["runtime"]]()
+        what = _settings_label(r["settings"], r["precision"], r["threads"])
         vs = "-" if r["factory_vs_tool"] is None else f"{100 * r['factory_vs_tool']:+.1f}%"
         budget = "-" if r["budget_p50_ms"] is None else f"{r['budget_p50_ms']:g}"
         tool = f"{ms(r['tool_p50_ms'])} ({r['tool']})" if r["tool_p50_ms"] is not None else f"- ({r['tool']})"

@@ -83,10 +83,11 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         lines.append(f"| `{f['path']}` | {f['format']} | {f['precision']} | {f['layout']} | {size / 1e6:.2f} | "
                      f"{'-' if acc is None else f'{acc:.2%}'} | {m.get('relative_diff', float('nan')):.1e} | "
                      f"{_fmt_ms(m.get('latency_p50_ms'))} | {_fmt_ms(m.get('latency_p95_ms'))} |")
-    lines += ["", "p50 / p95: median / 95th percentile of all timed runs (batch 1, input in, logits out) on the "
-              "export machine, in the session the snippets below create; the p50 budget was met with the p50's "
-              "run-to-run spread. Re-measure on your device with `factory benchmark` or the runtime's own tool:",
-              ""]
+    lines += ["", "p50 / p95: median / 95th percentile of all timed runs of the runtime's inference call on a bound "
+              "batch-1 input (what the runtimes' own benchmark tools time; your pre- and post-processing come on "
+              "top), on the export machine, in the session the snippets below create; the p50 budget was met "
+              "with the p50's run-to-run spread. Re-measure on your device with `factory benchmark` or the "
+              "runtime's own tool:", ""]
     for f in manifest["files"]:
         if f.get("runtime_settings"):
             from exports.official_tools import official_command

@@ -290,9 +290,10 @@ def _metrics(req: PackageRequest, report: dict[str, Any]) -> dict[str, Any]:
         "reference_accuracy": req.validation.reference_accuracy,
         "threads": req.threads,
         "latency_repeats": req.latency_repeats,
-        "latency_note": "batch 1, single inference, measured on the export machine in each file's runtime_settings: "
-                        "p50 / p95 = median / 95th percentile of all timed runs; p50_spread = slowest round's "
-                        "median minus p50 (the p50 budget was met with it)",
+        "latency_note": "batch 1: the runtime's inference call on a bound input (as benchmark_app / litert-benchmark "
+                        "time it), on the export machine, in each file's runtime_settings; p50 / p95 = median / "
+                        "95th percentile of all timed runs; p50_spread = slowest round's median minus p50 (the p50 "
+                        "budget was met with it)",
         **{k: req.cost[k] for k in ("macs", "params", "peak_activation_bytes") if k in req.cost},
         "files": {f["path"]: {k: f[k] for k in keep if k in f} for f in report["files"]},
         **predicted,

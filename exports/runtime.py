@@ -5,7 +5,9 @@
 parity checks, the export gate, the pick, the latency tables and the probe bundle on a device all run
 the same sessions. `run` / `run_one` take NCHW float32 input, whatever the file's layout, and return
 outputs in PyTorch's layout (files are batch-1 graphs: `run` loops over the rows of a batch);
-`raw_runner` times the runtime alone on an input of the file's own shape and dtype.
+`raw_runner` is the runtime's inference call alone, on an input of the file's own shape and dtype bound
+once: what every latency figure of this project times, and what `benchmark_app` and `litert-benchmark`
+time (an app's own pre- and post-processing comes on top).
 
 `session.settings` is the exact configuration of the session as plain data (threads, hints, delegate,
 runtime version); a package records it per file, and `load_session(..., settings=...)` opens a file with
@@ -128,10 +130,14 @@ class OpenVinoSession:
         return _run_rows(self, x)
 
     def raw_runner(self, rng: np.random.Generator) -> Callable[[], object]:
-        """One inference on a fixed random float32 input of the IR's input shape (no output copy)."""
+        """`infer()` of an infer request of its own whose input tensor (random float32, the IR's input
+        shape) is set once: what `benchmark_app -api sync` times."""
+        import openvino as ov
+
         shape = list(self._compiled.input(0).get_partial_shape().to_shape())
-        x = random_input(shape, np.dtype(np.float32), rng)
-        return lambda: self._request.infer({0: x})
+        request = self._compiled.create_infer_request()
+        request.set_input_tensor(ov.Tensor(random_input(shape, np.dtype(np.float32), rng)))
+        return request.infer
 
 
 TFLITE_KERNELS = ("xnnpack", "builtin")
