@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/factory demo --out dist
+	$(BIN)/factory demo --out dist --track
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

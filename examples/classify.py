@@ -8,6 +8,11 @@ threads, hints, LiteRT kernels), so this client runs as fast as the package clai
 
     python classify.py dist/phone/pkg  cat.png dog.jpg            # first file of the package
     python classify.py dist/phone/pkg  cat.png --format tflite    # pick a file by format
+    python classify.py dist/phone/pkg  cat.png --public-key key.pub  # refuse a package not signed by key.pem
+
+A signed package (`factory export/specialize --sign-key key.pem`) carries model.sig, an OpenSSF
+model-signing signature over every file; `--public-key` checks it (needs `pip install model-signing`)
+before anything is loaded, so a changed model file is refused even when its manifest sum was rewritten.
 """
 
 from __future__ import annotations
@@ -92,6 +97,18 @@ class Model:
         return np.asarray(self._run(np.ascontiguousarray(x, np.float32)))[0]
 
 
+def check_signature(package: Path, public_key: Path) -> None:
+    """Refuse the package unless model.sig verifies with `public_key` over the package's present content."""
+    import model_signing
+
+    config = model_signing.verifying.Config().use_elliptic_key_verifier(public_key=public_key)
+    config.set_hashing_config(model_signing.hashing.Config().set_ignored_paths(paths=["model.sig"]))
+    try:
+        config.verify(package, package / "model.sig")
+    except Exception as exc:  # a changed file, another key, no signature
+        raise SystemExit(f"{package}: signature check failed: {exc}") from None
+
+
 def pick_file(manifest: dict, fmt: str | None) -> dict:
     files = manifest["files"]
     if fmt is None:
@@ -114,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=["onnx", "tflite", "openvino"], default=None,
                         help="which file of the package to use (default: the first one)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
+    parser.add_argument("--public-key", type=Path, default=None,
+                        help="refuse the package unless its model.sig verifies with this public key (PEM)")
     args = parser.parse_args(argv)
+    if args.public_key is not None:
+        check_signature(args.package, args.public_key)
     manifest = json.loads((args.package / "manifest.json").read_text())
     model = Model(args.package, pick_file(manifest, args.format))
     labels = manifest["labels"]

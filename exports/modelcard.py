@@ -103,6 +103,11 @@ def render_model_card(manifest: dict[str, Any]) -> str:
     for f in manifest["files"]:
         lines += ["", f"### {f['format']} ({f['precision']}, input {f['layout']} {f['input_shape']})", "",
                   "```python", _PREPROCESS, _loader(f), 'print(m["labels"][int(np.argmax(logits))])', "```"]
+    if manifest.get("signature"):
+        lines += ["", f"Signed: `{manifest['signature']['file']}` ({manifest['signature']['method']}) covers "
+                  f"{manifest['signature']['covers']}. Check it before loading: "
+                  "`factory verify PACKAGE_DIR --public-key KEY.pub`, or in an app "
+                  "`python classify.py PACKAGE_DIR image.png --public-key KEY.pub`."]
     lines += ["", "Or, with nothing but numpy, PIL and the runtime: `python classify.py PACKAGE_DIR image.png ...` "
               "(examples/classify.py of the factory).", "",
               "Check the package before shipping it: `factory verify PACKAGE_DIR` (checksums, parity, accuracy).", ""]

@@ -25,6 +25,7 @@ from torch import nn
 from exports import FORMATS, check_precision, get_format
 from exports.convert import convert
 from exports.modelcard import render_model_card
+from exports.signing import SIGNATURE_FILE
 from exports.timing import Latency, open_for_timing
 from exports.verify import MANIFEST, VERIFICATION_FILE, VerificationSet, file_record, verify_package
 
@@ -92,6 +93,7 @@ class PackageRequest:
     converted: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, Latency] = field(default_factory=dict)
     predicted: dict[str, float] | None = None
+    sign_key: Path | None = None  # EC private key (PEM): the package is signed with model-signing (model.sig)
 
     def check(self) -> None:
         if not self.formats:
@@ -131,8 +133,18 @@ def _prepare_destination(out_dir: Path) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
 
+def _ordinary_permissions(root: Path) -> None:
+    """What a folder made with mkdir/open would get (0777/0666 minus the umask): `mkdtemp` makes the
+    temporary folder 0700, which an app server or a teammate could not read once it is published."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def _publish(tmp: Path, out_dir: Path) -> None:
     """Rename the finished temporary folder into place; an older package there is swapped out first."""
+    _ordinary_permissions(tmp)
     if out_dir.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
         os.replace(out_dir, old / "pkg")
@@ -203,6 +215,11 @@ def write_package(req: PackageRequest, out_dir: Path, progress: Callable[[str], 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         manifest = _build(req, tmp, say)
+        if req.sign_key is not None:
+            from exports.signing import sign_package
+
+            sign_package(tmp, req.sign_key)
+            say(f"signed every file with {req.sign_key} ({SIGNATURE_FILE})")
         _publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -261,6 +278,10 @@ def _build(req: PackageRequest, root: Path, say: Callable[[str], None]) -> dict[
         "versions": tool_versions(),
         "metrics": {"threads": req.threads},
     }
+    if req.sign_key is not None:
+        manifest["signature"] = {"file": SIGNATURE_FILE, "method": "OpenSSF model-signing, elliptic-curve key",
+                                 "covers": "every file of the package except the signature itself",
+                                 "verify": "factory verify PACKAGE --public-key KEY.pub"}
     _write_json(root / MANIFEST, manifest)
     timings = {FORMATS[fmt].file_name: t for fmt, t in req.timings.items()}
     timing = f"{req.latency_repeats} timed runs each" if len(timings) < len(files) else "latency timed by the search"

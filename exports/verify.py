@@ -212,15 +212,24 @@ def read_manifest(package: Path) -> dict[str, Any]:
 def verify_package(package: Path, *, budgets: dict[str, float | None] | None = None, threads: int | None = None,
                    latency_repeats: int = 200, vset: VerificationSet | None = None,
                    latency_margin: bool = False,
-                   timings: dict[str, Latency] | None = None) -> dict[str, Any]:
+                   timings: dict[str, Latency] | None = None, public_key: Path | None = None) -> dict[str, Any]:
     """Run the gate on a package folder. Returns the report; raises VerificationFailed naming each failure.
 
     `budgets` default to those recorded at export (manifest verification.budgets); `threads` to the
     manifest's; `vset` (e.g. the full validation split at export time) to the set stored in the package;
-    `latency_margin`: the p50 must fit its budget with its spread (the export gate). `timings`: manifest
+    `public_key`: the package must carry a model-signing signature (model.sig) made with the matching
+    private key over its present content, checked first (a rewritten manifest cannot hide a changed
+    file). `latency_margin`: the p50 must fit its budget with its spread (the export gate). `timings`: manifest
     file path -> that file's latency measured before (see `check_file`); every other check still runs.
     """
     root = Path(package)
+    if public_key is not None:
+        from exports.signing import signature_failures
+
+        problems = signature_failures(root, Path(public_key))
+        if problems:
+            report = {"package": str(root), "passed": False, "failures": problems, "files": []}
+            raise VerificationFailed(f"{root}: signature check failed: " + "; ".join(problems), report)
     manifest = read_manifest(root)
     vrec = manifest["verification"]
     budgets = budgets if budgets is not None else (vrec.get("budgets") or {})

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -36,9 +38,69 @@ class FactoryGroup(click.Group):
             ctx.exit(exc.exit_code)
 
 
+class _LogTee:
+    """A text stream that also appends what is written to a log file, minus carriage-return frames."""
+
+    def __init__(self, stream: TextIO, log: TextIO) -> None:
+        self._stream, self._log = stream, log
+
+    def write(self, text: str) -> int:
+        if "\r" not in text:
+            self._log.write(text)
+            self._log.flush()
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+def _start_logging(ctx: click.Context, quiet: bool, log_file: Path | None) -> None:
+    """--quiet / --log-file for this process and the processes it starts (FACTORY_QUIET / FACTORY_LOG_FILE,
+    read by exports.progress); undone when the command ends (in-process callers share os.environ)."""
+    from exports.progress import LOG_FILE_ENV, QUIET_ENV
+
+    saved = {k: os.environ.get(k) for k in (QUIET_ENV, LOG_FILE_ENV)}
+    if quiet:
+        os.environ[QUIET_ENV] = "1"
+    path = log_file or (Path(os.environ[LOG_FILE_ENV]) if os.environ.get(LOG_FILE_ENV) else None)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            log = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(f"{path}: cannot be written ({exc.strerror})", param_hint="--log-file") from None
+        os.environ[LOG_FILE_ENV] = str(path.absolute())
+        streams = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _LogTee(sys.stdout, log), _LogTee(sys.stderr, log)
+
+        def stop_logging() -> None:
+            sys.stdout, sys.stderr = streams
+            log.close()
+
+        ctx.call_on_close(stop_logging)
+
+    def restore_env() -> None:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    ctx.call_on_close(restore_env)
+
+
 @click.group(cls=FactoryGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="ofa-factory")
-def cli() -> None:
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bars and no per-step lines: results, warnings and errors only.")
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also append all output to this file: one line per epoch / table / target, no progress-bar "
+                   "frames (bars are off then; they are off whenever the output is not a terminal).")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, log_file: Path | None) -> None:
     """Once-for-all model factory: train one elastic supernet, then specialize and export a
     verified package per device.
 
@@ -49,6 +111,7 @@ def cli() -> None:
       factory specialize --run runs/demo --out dist
     Exit codes: 0 ok, 1 failure, 2 usage error, 3 infeasible target, 4 verification gate refused.
     """
+    _start_logging(ctx, quiet, log_file)
 
 
 cli.add_command(space)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from exports import timing
+from exports.progress import progress_bar
 from exports.runtime import runtime_of
 from exports.timing import DEFAULT_REPEATS, DEFAULT_ROUNDS, DEFAULT_WARMUP, RoundsTiming
 from supernets.space import SearchSpace
@@ -42,8 +43,6 @@ def measure_files_rounds(paths: Sequence[Path], threads: int = 1, *, runtime: st
                          progress: bool = False) -> RoundsTiming:
     """`measure_files` with how the rounds went (rounds timed, contended rounds set aside). Each file runs
     in the runtime its suffix names; a given `runtime` is checked against them."""
-    from tqdm import tqdm
-
     if threads < 1:
         raise ValueError(f"threads: {threads} is not allowed; expected an integer >= 1")
     rng = np.random.default_rng(seed)
@@ -53,7 +52,7 @@ def measure_files_rounds(paths: Sequence[Path], threads: int = 1, *, runtime: st
     runtimes = [runtime_of(p) for p in paths]
     runners = [timing.load_runner(p, threads, rng) for p in paths]
     canary = timing.load_canary(paths, threads, rng) if len(set(runtimes)) == 1 else None
-    with tqdm(total=rounds, desc="timing", unit="round", disable=not progress) as bar:
+    with progress_bar(total=rounds, desc="timing", unit="round", enabled=progress) as bar:
         return timing.time_interleaved(runners, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed,
                                        progress=bar.update, canary=canary)
 

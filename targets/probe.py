@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 import exports
+from exports.progress import progress_bar
 from supernets.arch import ArchConfig
 from supernets.space import SearchSpace
 from targets.profile import TargetProfile
@@ -107,7 +108,6 @@ def export_models(profile: TargetProfile, space: SearchSpace, num_classes: int, 
     export time on a 2-core machine. Nothing is timed while they run.
     """
     import torch
-    from tqdm import tqdm
 
     from supernets.supernet import Supernet
 
@@ -124,8 +124,8 @@ def export_models(profile: TargetProfile, space: SearchSpace, num_classes: int, 
         work.append((net.extract(arch).eval(), profile.format, profile.precision, out_dir / f"m{i:03d}",
                      arch.resolution, calib))
     jobs = _export_jobs(len(work)) if jobs is None else max(1, jobs)
-    bar = tqdm(total=len(work), desc=f"{desc} {profile.name} ({profile.format} {profile.precision})",
-               disable=not progress, unit="model")
+    bar = progress_bar(total=len(work), desc=f"{desc} {profile.name} ({profile.format} {profile.precision})",
+                       enabled=progress, unit="model")
     with bar:
         if jobs == 1:
             torch_threads = torch.get_num_threads()

@@ -54,6 +54,19 @@ def test_package_has_the_documented_layout_and_checksums(package, tiny_run):
     assert manifest["versions"]["onnxruntime"] and manifest["versions"]["tensorflow"]
 
 
+def test_published_package_is_readable_by_others(package):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [package, *package.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o777 if path.is_dir() else 0o666) & ~umask, f"{path}: mode {oct(mode)}"
+        if not umask & 0o044:
+            assert mode & 0o044 == 0o044  # group and others can read it (mkdtemp's 0700 could not)
+
+
 def test_manifest_metrics_match_the_pytorch_reference(package):
     manifest = json.loads((package / "manifest.json").read_text())
     metrics = manifest["metrics"]

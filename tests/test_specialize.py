@@ -69,6 +69,19 @@ class Specialized:
     conversions: Counter
     recalibrations: Counter
     scratch: Path
+    keys: Path  # key.pem (signed the packages), key.pub, other.pub (another key pair's public half)
+
+
+def _write_key_pair(folder: Path, stem: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (folder / f"{stem}.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                           serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+    (folder / f"{stem}.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +95,19 @@ def specialized(unfitted_run: tuple[Path, list[Path]], tmp_path_factory: pytest.
 
     run_dir, profiles = unfitted_run
     tmp = tmp_path_factory.mktemp("specialized")
-    scratch, dist = tmp / "tmp", tmp / "dist"
+    scratch, dist, keys = tmp / "tmp", tmp / "dist", tmp / "keys"
     scratch.mkdir()
+    keys.mkdir()
+    _write_key_pair(keys, "key")
+    _write_key_pair(keys, "other")
     with pytest.MonkeyPatch.context() as mp:
         conversions, recalibrations = _count_conversions(mp)
         mp.setattr(tempfile, "tempdir", str(scratch))  # where the verification's folders go
         res = CliRunner().invoke(cli, ["specialize", "--run", str(run_dir), "--targets", ",".join(map(str, profiles)),
                                        "--population", "16", "--generations", "4", "--verify-top", "1",
-                                       "--predictor-samples", "30", "--out", str(dist)])
-    return Specialized(res.exit_code, res.output, dist, run_dir, conversions, recalibrations, scratch)
+                                       "--predictor-samples", "30", "--out", str(dist), "--track",
+                                       "--sign-key", str(keys / "key.pem")])
+    return Specialized(res.exit_code, res.output, dist, run_dir, conversions, recalibrations, scratch, keys)
 
 
 def test_feasible_target_ships_while_infeasible_one_is_reported(specialized: Specialized):
@@ -210,3 +227,90 @@ def test_unknown_target_is_a_usage_error(tiny_run: Path, tmp_path: Path):
     res = _factory("specialize", "--run", str(tiny_run), "--targets", "no-such-target", "--out", str(tmp_path))
     assert res.returncode == 2
     assert "no-such-target" in res.stderr and "Traceback" not in res.stderr
+
+
+def _shipped_package(specialized: Specialized) -> Path:
+    outcomes = {o["target"]: o for o in json.loads((specialized.dist / "report.json").read_text())}
+    return specialized.dist / outcomes["roomy"]["package"]
+
+
+def test_tracked_specialization_reads_back_through_mlflow(specialized: Specialized):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{(specialized.run_dir / 'mlflow.db').absolute()}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name("ofa-factory")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`factory.command` = 'specialize'")
+    assert run.info.status == "FINISHED"
+    m, p = run.data.metrics, run.data.params
+    from factory.predictor.model import load_predictor
+    from factory.run import load_run
+
+    fitted = load_run(specialized.run_dir)
+    predictor = load_predictor(fitted.path, fitted.space, fitted.checkpoint_sha256)
+    assert m["predictor.holdout_spearman"] == pytest.approx(predictor.spearman, abs=1e-4)
+    assert m["roomy.shipped"] == 1.0 and m["impossible.shipped"] == 0.0
+    report = {o["target"]: o for o in json.loads((specialized.dist / "report.json").read_text())}
+    assert m["roomy.latency_p50_ms"] == pytest.approx(report["roomy"]["latency_p50_ms"])
+    assert m["roomy.accuracy"] == pytest.approx(report["roomy"]["accuracy"])
+    assert p["search.population"] == "16" and p["supernet_sha256"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert {"report/report.md", "report/report.html", "report/report.json"} <= artifacts
+    assert client.list_artifacts(run.info.run_id, "pareto/roomy")
+    versions = client.search_model_versions("name = 'roomy'")
+    assert [v.run_id for v in versions] == [run.info.run_id]
+    shipped = {a.path for a in client.list_artifacts(run.info.run_id, "packages/roomy")}
+    assert "packages/roomy/manifest.json" in shipped and "packages/roomy/model.sig" in shipped
+
+
+def test_signed_package_verifies_and_a_rewritten_manifest_cannot_hide_a_changed_model(specialized, tmp_path):
+    from exports.verify import file_record
+
+    package = tmp_path / "pkg"
+    shutil.copytree(_shipped_package(specialized), package)
+    keys = specialized.keys
+    ok = _factory("verify", str(package), "--public-key", str(keys / "key.pub"), "--repeats", "0")
+    assert ok.returncode == 0, ok.stderr
+    other = _factory("verify", str(package), "--public-key", str(keys / "other.pub"), "--repeats", "0")
+    assert other.returncode == 4 and "model.sig" in other.stderr
+    blob = bytearray((package / "model.onnx").read_bytes())
+    blob[len(blob) // 2] ^= 0x01  # one byte of the model changed ...
+    (package / "model.onnx").write_bytes(bytes(blob))
+    manifest = json.loads((package / "manifest.json").read_text())  # ... and its manifest sum rewritten to match
+    manifest["files"][0].update(file_record(package, "model.onnx"))
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    # the manifest's checksums now agree with the changed file: only the signature can tell
+    signed = _factory("verify", str(package), "--public-key", str(keys / "key.pub"), "--repeats", "0")
+    assert signed.returncode == 4
+    assert "model.onnx" in signed.stderr and "changed after signing" in signed.stderr
+
+
+def test_report_renders_in_a_real_browser(specialized: Specialized, tmp_path):
+    """dist/report.html in headless Chromium: the table is there, every image loads, no link is broken."""
+    chromedriver = shutil.which("chromedriver")
+    if chromedriver is None:
+        pytest.skip("chromium-driver is not installed (.ci/run installs Debian's chromium + chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800"):
+        options.add_argument(arg)
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    try:
+        driver.get((specialized.dist / "report.html").absolute().as_uri())
+        rows = driver.execute_script("return [...document.querySelectorAll('table tr')].map(r => r.innerText)")
+        assert any("roomy" in r and "shipped" in r for r in rows) and any("impossible" in r for r in rows)
+        images = driver.execute_script(
+            "return [...document.images].map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+        assert images, "the report shows no Pareto plot"
+        broken = [src for src, complete, width in images if not (complete and width > 0)]
+        assert broken == [], f"images that did not load: {broken}"
+        links = driver.execute_script("return [...document.links].map(a => a.href)")
+        missing = [h for h in links if h.startswith("file:") and not Path(h[len("file://"):].split("#")[0]).exists()]
+        assert missing == [], f"broken links: {missing}"
+        shot = tmp_path / "report.png"
+        assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    finally:
+        driver.quit()

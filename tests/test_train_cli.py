@@ -75,3 +75,42 @@ progress = false
     assert [m["phase"] for m in metrics] == ["teacher", "kernel", "depth", "expand"]
     assert all(math.isfinite(m["loss"]) and m["loss"] > 0 for m in metrics)
     assert summary["steps"] == 8
+
+
+def test_tracked_train_logs_to_a_file_without_progress_frames_and_reads_back_in_mlflow(tmp_path):
+    """Output to a file (CI, nohup): one line per epoch, no carriage-return frames, the same in --log-file;
+    --track leaves a FINISHED MLflow run with the config as params and one metric point per epoch."""
+    from mlflow.tracking import MlflowClient
+
+    root = _make_folder(tmp_path / "imgs")
+    out, log, console = tmp_path / "run", tmp_path / "train.log", tmp_path / "console.txt"
+    args = ["--data", str(root), "--on-bad-image", "skip", "--out", str(out), "--epochs-per-phase", "1",
+            "--steps-per-epoch", "3", "--batch-size", "4", "--device", "cpu"]
+    with console.open("w") as sink:  # output to a file, as under CI or nohup
+        proc = subprocess.run([sys.executable, "-m", "factory", "train", *args, "--track"],
+                              stdout=sink, stderr=subprocess.STDOUT, env=ENV, timeout=600)
+    assert proc.returncode == 0, console.read_text()[-2000:]
+    logged = subprocess.run([sys.executable, "-m", "factory", "--log-file", str(log), "train", *args[:4], "--out",
+                             str(tmp_path / "logged"), *args[6:]], capture_output=True, text=True, env=ENV,
+                            timeout=600)
+    assert logged.returncode == 0, logged.stderr[-2000:]
+    # read as bytes: text mode would turn every "\r" into "\n" and hide the frames
+    for name, content in (("console", console.read_bytes().decode()), ("--log-file", log.read_bytes().decode())):
+        assert "\r" not in content, f"{name} holds progress-bar frames"
+        epochs = [line for line in content.splitlines() if line.startswith("[")]
+        assert [e.split("]")[0] for e in epochs] == ["[teacher 1/1", "[kernel 1/1", "[depth 1/1", "[expand 1/1"], name
+    assert "trained" in log.read_text()  # the command's result lines go to the log file too
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("ofa-factory").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["train.batch_size"] == "4"
+    losses = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in losses] == [1, 2, 3, 4]
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m.value for m in losses] == [m["loss"] for m in metrics]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"config.toml", "metrics.jsonl"}
+
+    quiet = subprocess.run([sys.executable, "-m", "factory", "--quiet", "train", *args[:4], "--out",
+                            str(tmp_path / "quiet"), *args[6:]], capture_output=True, text=True, env=ENV, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "[teacher" not in quiet.stderr and "trained" in quiet.stdout  # no per-epoch lines, the result stays

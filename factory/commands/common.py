@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -30,6 +31,43 @@ verify_top_option = click.option(
     "--verify-top", type=click.IntRange(min=0), default=3, show_default=True,
     help="Candidates checked for real (BN-recalibrated accuracy, latency of the exported file) before the pick; "
          "0 trusts the predictions (fast, not for shipping).",
+)
+
+
+track_option = click.option(
+    "--track", "track", is_flag=False, flag_value="local", default=None, metavar="[URI]",
+    help="Track this command in MLflow: alone, a local file store in RUN/mlruns (browse it with "
+         "`mlflow ui --backend-store-uri RUN/mlruns`); with a URI, that tracking server. Needs the "
+         "'track' extra (pip install 'ofa-factory[track]').",
+)
+
+
+def _check_sign_key(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    """Refuse an unusable key before any work: model-signing installed, an EC private key in PEM."""
+    if value is None:
+        return None
+    try:
+        import model_signing  # noqa: F401
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    except ImportError:
+        raise click.BadParameter("signing needs OpenSSF's model-signing, an optional extra: "
+                                 "pip install 'ofa-factory[sign]'") from None
+    try:
+        key = load_pem_private_key(value.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise click.BadParameter(f"{value}: not an unencrypted private key in PEM ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise click.BadParameter(f"{value}: a {type(key).__name__}; model-signing keys are elliptic-curve "
+                                 "(openssl ecparam -name prime256v1 -genkey -noout -out key.pem)")
+    return value
+
+
+sign_key_option = click.option(
+    "--sign-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    callback=_check_sign_key,
+    help="Sign every package with this elliptic-curve private key (PEM) using OpenSSF model-signing "
+         "(PACKAGE/model.sig); apps check it with `factory verify PACKAGE --public-key KEY.pub`.",
 )
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from exports import FORMATS, PRECISIONS
-from factory.commands.common import json_option, print_json, run_option
+from factory.commands.common import json_option, print_json, run_option, sign_key_option
 
 # From the one table of formats; `exports` is import-cheap (stdlib only), so `factory --help` stays fast.
 FORMAT_NAMES: tuple[str, ...] = tuple(FORMATS)
@@ -42,9 +44,11 @@ def _parse_formats(_ctx: click.Context, _param: click.Parameter, value: str | No
               help="Timed runs per file for p50/p95.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Package folder to write (replaced atomically if it holds a package).")
+@sign_key_option
 @json_option
 def export_command(run_dir: str, arch_spec: str, formats: tuple[str, ...] | None, precision: str | None,
-                   target: str | None, threads: int | None, repeats: int, out_dir: str, as_json: bool) -> None:
+                   target: str | None, threads: int | None, repeats: int, out_dir: str, as_json: bool,
+                   sign_key: Path | None) -> None:
     """Export one sub-network of a trained run as a verified package (manifest, labels, model card).
 
     Every file is checked against the PyTorch sub-network before the package is published; a refused
@@ -56,7 +60,7 @@ def export_command(run_dir: str, arch_spec: str, formats: tuple[str, ...] | None
 
     echo = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     package = export_package(run_dir, arch_spec, formats, precision, Path(out_dir), target=target, threads=threads,
-                             progress=echo, latency_repeats=repeats)
+                             progress=echo, latency_repeats=repeats, sign_key=sign_key)
     if as_json:
         print_json({"package": str(package.path), "files": package.manifest["files"],
                     "metrics": package.manifest["metrics"]})
@@ -70,9 +74,13 @@ def export_command(run_dir: str, arch_spec: str, formats: tuple[str, ...] | None
               help="Threads for the latency measurement. Default: as recorded in the manifest.")
 @click.option("--repeats", type=click.IntRange(min=0), default=200, show_default=True,
               help="Timed runs per file (0 skips latency).")
+@click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Also require the package's model-signing signature (model.sig) to verify with this "
+                   "elliptic-curve public key (PEM) over its present content.")
 @json_option
-def verify_command(package: str, threads: int | None, repeats: int, as_json: bool) -> None:
-    """Check a package: checksums, each file loads and runs, parity with the PyTorch reference, budgets.
+def verify_command(package: str, threads: int | None, repeats: int, as_json: bool, public_key: Path | None) -> None:
+    """Check a package: its signature (with --public-key), checksums, each file loads and runs, parity with
+    the PyTorch reference, budgets.
 
     Exit 4 naming the file and the figure when a check fails.
     """
@@ -82,7 +90,7 @@ def verify_command(package: str, threads: int | None, repeats: int, as_json: boo
     from factory.errors import UserInputError, VerificationError
 
     try:
-        report = verify_package(Path(package), threads=threads, latency_repeats=repeats)
+        report = verify_package(Path(package), threads=threads, latency_repeats=repeats, public_key=public_key)
     except VerificationFailed as exc:
         if as_json:
             print_json(exc.report)

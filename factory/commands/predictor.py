@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from factory.commands.common import json_option, print_json, run_option
+from factory.commands.common import json_option, print_json, run_option, track_option
 
 
 @click.group()
@@ -29,13 +29,21 @@ def predictor() -> None:
                    "uses their measured accuracy, so a pick never loses to a measured hand-scaled network.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling and the fit.")
 @json_option
+@track_option
 def fit(run_dir: str, samples: int, holdout: int, val_images: int | None, uniform: bool, seed: int,
-        as_json: bool) -> None:
+        as_json: bool, track: str | None) -> None:
     """Sample, measure (BN recalibrated), fit an MLP ensemble; write RUN/predictor.pt."""
-    from factory.predictor.fit import fit_predictor
+    from pathlib import Path
 
-    report = fit_predictor(run_dir, samples=samples, holdout=holdout, seed=seed, val_images=val_images,
-                           progress=not as_json, uniform=uniform)
+    from factory.predictor.fit import fit_predictor
+    from factory.tracking import log_predictor_fit, tracked
+
+    with tracked(track, Path(run_dir), "predictor fit") as tracker:
+        tracker.log_params({"samples": samples, "holdout": holdout, "seed": seed, "val_images": val_images,
+                            "uniform": uniform})
+        report = fit_predictor(run_dir, samples=samples, holdout=holdout, seed=seed, val_images=val_images,
+                               progress=not as_json, uniform=uniform)
+        log_predictor_fit(tracker, report.to_dict())
     if as_json:
         print_json(report.to_dict())
         return

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from factory.commands.common import json_option, print_json, run_option, search_options, verify_top_option
+from factory.commands.common import json_option, print_json, run_option, search_options, track_option, verify_top_option
 
 
 @click.command("search")
@@ -21,8 +21,9 @@ from factory.commands.common import json_option, print_json, run_option, search_
                    "path ending in .json for the pick (then STEM.pareto.json and STEM.pareto.png go next to it). "
                    "`factory export --arch` takes the pick file as it is.")
 @json_option
+@track_option
 def search(run_dir: str, target: str, population: int, generations: int, seed: int, verify_top: int,
-           no_verify: bool, out: Path | None, as_json: bool) -> None:
+           no_verify: bool, out: Path | None, as_json: bool, track: str | None) -> None:
     """NSGA-II over the run's space: Pareto front of predicted accuracy vs latency (and size when the
     target budgets size), then a verified pick. Needs the run's accuracy predictor (`factory predictor
     fit`; exit 2 without one). Exit code 3 when no sub-network meets the budgets."""
@@ -33,9 +34,22 @@ def search(run_dir: str, target: str, population: int, generations: int, seed: i
         profile = get_profile(target)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--target") from None
-    with run_search(run_dir, profile, population=population, generations=generations, seed=seed,
-                    verify_top=0 if no_verify else verify_top, out=out) as searched:
-        result, files = searched.result, searched.files
+    from factory.tracking import tracked
+
+    with tracked(track, Path(run_dir), "search", {"factory.target": profile.name}) as tracker:
+        tracker.log_params({"target": profile.name, "population": population, "generations": generations,
+                            "seed": seed, "verify_top": 0 if no_verify else verify_top,
+                            "budgets": profile.constraints.to_dict()})
+        with run_search(run_dir, profile, population=population, generations=generations, seed=seed,
+                        verify_top=0 if no_verify else verify_top, out=out) as searched:
+            result, files = searched.result, searched.files
+        if result.chosen is not None:
+            tracker.log_metrics({f"predicted.{k}": v for k, v in result.chosen.predicted.to_dict().items()})
+            if result.chosen.measured is not None:
+                tracker.log_metrics({f"measured.{k}": v for k, v in result.chosen.measured.to_dict().items()})
+            tracker.set_tags({"pick": result.chosen.arch.to_json()})
+        for path in (files.pick_json, files.pareto_json, files.pareto_png):
+            tracker.log_artifact(path, "search")
     written = {"pareto_json": str(files.pareto_json), "pareto_png": str(files.pareto_png),
                "pick_json": str(files.pick_json)}
     if as_json:

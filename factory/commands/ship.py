@@ -8,14 +8,26 @@ from typing import TYPE_CHECKING
 
 import click
 
-from factory.commands.common import json_option, print_json, run_option, search_options, verify_top_option
+from factory.commands.common import (
+    json_option,
+    print_json,
+    run_option,
+    search_options,
+    sign_key_option,
+    track_option,
+    verify_top_option,
+)
 
 if TYPE_CHECKING:
     from factory.ship.report import TargetOutcome
 
 
 def _say(message: str) -> None:
-    click.echo(message, err=True)
+    """A progress line (one per step); silent under --quiet."""
+    from exports.progress import quiet
+
+    if not quiet():
+        click.echo(message, err=True)
 
 
 def _summarise(outcomes: list[TargetOutcome], out: Path, as_json: bool) -> None:
@@ -51,8 +63,11 @@ def _summarise(outcomes: list[TargetOutcome], out: Path, as_json: bool) -> None:
 @click.option("--predictor-samples", type=click.IntRange(min=30), default=400, show_default=True,
               help="When the run has no accuracy predictor: random sub-networks measured to fit one first.")
 @json_option
+@track_option
+@sign_key_option
 def specialize_command(run_dir: str, targets_spec: str, out: Path, population: int, generations: int, seed: int,
-                       verify_top: int, predictor_samples: int, as_json: bool) -> None:
+                       verify_top: int, predictor_samples: int, as_json: bool, track: str | None,
+                       sign_key: Path | None) -> None:
     """For every target: latency table (measured if missing), search, the verified pick packaged in the
     target's runtime and precision and checked by the gate; then OUT/report.md + report.html. Fits the
     accuracy predictor first when the run has none. Targets are independent: a failing one is reported
@@ -64,10 +79,12 @@ def specialize_command(run_dir: str, targets_spec: str, out: Path, population: i
     gate, 2 all bad input); failures of mixed kinds: 1.
     """
     from factory.ship.specialize import SpecializeOptions, specialize
+    from factory.tracking import tracked
 
     options = SpecializeOptions(population=population, generations=generations, seed=seed, verify_top=verify_top,
-                                predictor_samples=predictor_samples)
-    outcomes = specialize(run_dir, targets_spec, out, options, say=_say)
+                                predictor_samples=predictor_samples, sign_key=sign_key)
+    with tracked(track, Path(run_dir), "specialize") as tracker:
+        outcomes = specialize(run_dir, targets_spec, out, options, say=_say, tracker=tracker)
     _summarise(outcomes, out, as_json)
 
 
@@ -101,8 +118,10 @@ def benchmark_command(package: Path, repeats: int, threads: int | None, as_json:
               help="Random sub-networks measured to fit the accuracy predictor (50 of them held out to score "
                    "it); the uniformly scaled ones are measured as well.")
 @search_options
+@track_option
+@sign_key_option
 def demo_command(out: Path, run_dir: Path, retrain: bool, samples: int, population: int, generations: int,
-                 seed: int) -> None:
+                 seed: int, track: str | None, sign_key: Path | None) -> None:
     """The whole chain on the embedded MNIST-5k digits: train the demo supernet (progressive
     shrinking), fit the accuracy predictor, specialize for every built-in target measurable here,
     and print where the packages and the report are."""
@@ -111,5 +130,5 @@ def demo_command(out: Path, run_dir: Path, retrain: bool, samples: int, populati
     if retrain and run_dir.exists():
         shutil.rmtree(run_dir)
     outcomes = run_demo(run_dir, out, samples=samples, population=population, generations=generations, seed=seed,
-                        say=_say)
+                        say=_say, track=track, sign_key=sign_key)
     _summarise(outcomes, out, as_json=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from factory.commands.common import print_json
+from factory.commands.common import print_json, track_option
 
 
 def _resolve_config(config_file: str | None, preset: str | None, resume: bool, out: Path):
@@ -50,8 +50,9 @@ def _resolve_config(config_file: str | None, preset: str | None, resume: bool, o
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@track_option
 def train(data, out, config_file, preset, epochs_per_phase, steps_per_epoch, batch_size, seed, device, sampler,
-          on_bad_image, checkpoint_interval, resume, quiet, as_json) -> None:
+          on_bad_image, checkpoint_interval, resume, quiet, as_json, track) -> None:
     """Train one elastic supernet with progressive shrinking (teacher -> kernel -> depth -> expand).
 
     \b
@@ -73,10 +74,25 @@ def train(data, out, config_file, preset, epochs_per_phase, steps_per_epoch, bat
     ))
     if quiet:
         cfg = replace(cfg, runtime=replace(cfg.runtime, progress=False))
-    summary = run_training(cfg, out, resume=resume)
     import os
 
-    if os.environ.get("RANK", "0") != "0":
+    from factory.tracking import NullTracker, tracked
+
+    main_rank = os.environ.get("RANK", "0") == "0"
+    with tracked(track if main_rank else None, out, "train") as tracker:
+        tracker.log_params(cfg.to_dict())
+
+        def on_epoch(metrics: dict) -> None:
+            tracker.log_metrics({k: v for k, v in metrics.items() if k not in ("epoch", "epochs", "step")},
+                                step=metrics.get("global_epoch"))
+
+        summary = run_training(cfg, out, resume=resume,
+                               on_epoch=None if isinstance(tracker, NullTracker) else on_epoch)
+        tracker.log_metrics({k: summary[k] for k in ("acc_max", "acc_min", "train_seconds", "elapsed_seconds")
+                             if summary.get(k) is not None})
+        for name in ("config.toml", "data.json", "metrics.jsonl", "summary.json"):
+            tracker.log_artifact(out / name)
+    if not main_rank:
         return
     if as_json:
         print_json(summary)

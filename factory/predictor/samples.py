@@ -14,8 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
+from exports.progress import progress_bar
 from supernets.arch import ArchConfig
 from supernets.cost import cost
 from supernets.space import SearchSpace
@@ -98,8 +97,8 @@ def measure_samples(
     todo = [a for a in archs if a not in done]
     path.parent.mkdir(parents=True, exist_ok=True)
     torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-    with path.open("a") as fh, tqdm(total=len(archs), initial=len(archs) - len(todo), disable=not progress,
-                                     desc="measuring sub-networks", unit="net") as bar:
+    with path.open("a") as fh, progress_bar(total=len(archs), initial=len(archs) - len(todo),
+                                             enabled=progress, desc="measuring sub-networks", unit="net") as bar:
         if torn:  # an interrupted write: end that line so the next record is not glued to it
             fh.write("\n")
         for arch in todo:

@@ -10,6 +10,7 @@ plain arch JSON, a pick.json, or a pareto.json (its "chosen" entry).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from factory.errors import UserInputError, parse_text_file
 from supernets.arch import ArchConfig
 
 if TYPE_CHECKING:
-    from factory.search.engine import SearchResult
+    from factory.search.engine import Candidate, SearchResult
     from supernets.space import SearchSpace
 
 SEARCH_DIR = "search"
@@ -44,7 +45,8 @@ class SearchFiles:
         return cls(folder / "pareto.json", folder / "pareto.png", folder / "pick.json")
 
 
-def write_search_files(result: SearchResult, files: SearchFiles, target: str, info: dict[str, Any]) -> None:
+def write_search_files(result: SearchResult, files: SearchFiles, target: str, info: dict[str, Any],
+                       baselines: Sequence[tuple[Candidate, float]] = ()) -> None:
     """pareto.json and pick.json (atomic) and pareto.png. Without a pick (infeasible target) an older
     pick.json at that place is removed, so it cannot be mistaken for this search's."""
     from exports.files import atomic_write_text
@@ -52,7 +54,7 @@ def write_search_files(result: SearchResult, files: SearchFiles, target: str, in
 
     files.pareto_json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(files.pareto_json, json.dumps({**info, **result.to_dict()}, indent=1) + "\n")
-    plot_pareto(result, files.pareto_png, f"{target}: budgets {result.budgets.to_dict() or 'none'}")
+    plot_pareto(result, files.pareto_png, f"{target}: budgets {result.budgets.to_dict() or 'none'}", baselines)
     if result.chosen is None:
         files.pick_json.unlink(missing_ok=True)
         return

@@ -1,4 +1,5 @@
-"""pareto.png: predicted accuracy vs predicted p50 latency of the front, the budget lines, the pick.
+"""pareto.png: predicted accuracy vs predicted p50 latency of the front, the budget lines, the pick, and
+the hand-scaled baselines (uniformly scaled sub-networks: measured accuracy at predicted latency).
 
 Uses matplotlib's object API with the Agg canvas (no pyplot, no global backend switch), so it works
 headless and leaves no state behind.
@@ -6,13 +7,16 @@ headless and leaves no state behind.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from factory.search.engine import SearchResult
+from factory.search.engine import Candidate, SearchResult
 
 
-def plot_pareto(result: SearchResult, path: Path, title: str) -> Path:
-    """Write the plot to `path` (PNG) and return it."""
+def plot_pareto(result: SearchResult, path: Path, title: str,
+                baselines: Sequence[tuple[Candidate, float]] = ()) -> Path:
+    """Write the plot to `path` (PNG) and return it. `baselines`: (candidate, measured accuracy) of the
+    hand-scaled networks a user would otherwise try."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -27,6 +31,10 @@ def plot_pareto(result: SearchResult, path: Path, title: str) -> Path:
     if feas:
         ax.scatter([c.predicted.latency_p50_ms for c in feas], [100 * c.predicted.accuracy for c in feas],
                    s=14, c="tab:blue", label=f"feasible front ({len(feas)})")
+    if baselines:
+        ax.scatter([c.predicted.latency_p50_ms for c, _ in baselines], [100 * acc for _, acc in baselines],
+                   s=22, marker="s", facecolors="none", edgecolors="tab:green",
+                   label=f"hand-scaled (uniform) networks ({len(baselines)})")
     checked = [c for c in result.checked if c.measured is not None]
     if checked:
         ax.scatter([c.measured.latency_p50_ms for c in checked],  # type: ignore[union-attr]

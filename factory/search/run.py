@@ -123,20 +123,22 @@ def run_search(
             "predictor": {"kind": "mlp-ensemble", "holdout_spearman": predictor.spearman,
                           "train": predictor.meta.get("train"), "holdout": predictor.meta.get("holdout")}}
     pick = None
+    uniform = {run.space.canonical(a) for a in run.space.uniform_grid()}
+    known = known_candidates(run, predictor, latency, result.budgets)
+    baselines = [(c, acc) for c, acc in known if run.space.canonical(c.arch) in uniform]
     try:
         if result.chosen is None:
             raise InfeasibleTargetError(infeasible_message(result, profile.name))
         if verify_top > 0:
-            known = known_candidates(run, predictor, latency, result.budgets)
             pick = verify_pick(run, profile, result, VerifyConfig(top=verify_top), known=known)
             result = pick.result
         else:
             result = replace(result, notes=[*result.notes, "--verify-top 0: the pick is predicted, not measured"])
     except InfeasibleTargetError:  # no pick: pareto.json says so ("chosen": null), no pick.json
-        write_search_files(replace(result, chosen=None), files, profile.name, info)
+        write_search_files(replace(result, chosen=None), files, profile.name, info, baselines)
         raise
     try:
-        write_search_files(result, files, profile.name, info)
+        write_search_files(result, files, profile.name, info, baselines)
     except BaseException:
         if pick is not None:
             pick.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 from factory.ship.report import TargetOutcome
 
 
-def ensure_trained(run_dir: Path, say: Callable[[str], None]) -> None:
+def ensure_trained(run_dir: Path, say: Callable[[str], None], track_uri: str | None = None) -> None:
     """Train the demo preset on mnist5k; reuse a finished run, resume an interrupted one.
 
     Training runs in its own `factory train` process, as a user would run it (and so an interrupted
@@ -26,6 +26,8 @@ def ensure_trained(run_dir: Path, say: Callable[[str], None]) -> None:
     say(("resuming" if resume else "training") + f" the demo supernet on mnist5k into {run_dir}")
     args = ["--out", str(run_dir), "--resume"] if resume else [
         "--data", "mnist5k", "--preset", "demo", "--out", str(run_dir)]
+    if track_uri is not None:
+        args += ["--track", track_uri]
     proc = subprocess.run([sys.executable, "-m", "factory", "train", *args], check=False)
     if proc.returncode != 0:
         raise FactoryError(f"training the demo supernet failed (exit code {proc.returncode}); rerun `factory demo` "
@@ -33,11 +35,17 @@ def ensure_trained(run_dir: Path, say: Callable[[str], None]) -> None:
 
 
 def run_demo(run_dir: Path, out: Path, samples: int = 450, population: int = 100, generations: int = 100,
-             seed: int = 0, say: Callable[[str], None] = print) -> list[TargetOutcome]:
+             seed: int = 0, say: Callable[[str], None] = print, track: str | None = None,
+             sign_key: Path | None = None) -> list[TargetOutcome]:
+    """Train (or reuse), then specialize every built-in target. `track`: MLflow tracking (factory.tracking):
+    the training and the specialization each get a run in the same store."""
     from factory.ship.specialize import SpecializeOptions, specialize
+    from factory.tracking import tracked, tracking_uri
 
-    ensure_trained(run_dir, say)
-    options = SpecializeOptions(population=population, generations=generations, seed=seed, predictor_samples=samples)
-    outcomes = specialize(run_dir, "all", out, options, say=say)
+    ensure_trained(run_dir, say, None if track is None else tracking_uri(track, run_dir))
+    options = SpecializeOptions(population=population, generations=generations, seed=seed, predictor_samples=samples,
+                                sign_key=sign_key)
+    with tracked(track, run_dir, "demo") as tracker:
+        outcomes = specialize(run_dir, "all", out, options, say=say, tracker=tracker)
     say(f"packages: {out}/<target>/<package>/ ; report: {out / 'report.md'} and {out / 'report.html'}")
     return outcomes

@@ -86,6 +86,7 @@ def export_package(
     lineage_extra: dict[str, Any] | None = None,
     progress: Say | None = None,
     latency_repeats: int = 200,
+    sign_key: Path | None = None,
 ) -> WrittenPackage:
     """Export one sub-network of `run` as a verified package at `out_dir` (`factory export`): one BN
     recalibration, one conversion per format, the gate.
@@ -103,12 +104,13 @@ def export_package(
     say = progress or (lambda _m: None)
     say(f"sub-network: resolution {arch_cfg.resolution}, depths {list(arch_cfg.depths)}; recalibrating BN")
     prepared = prepare_subnet(run, arch_cfg, choice.precision)
-    return _write(run, prepared, choice, profile, Path(out_dir), lineage_extra, say, latency_repeats)
+    return _write(run, prepared, choice, profile, Path(out_dir), lineage_extra, say, latency_repeats,
+                  sign_key=sign_key)
 
 
 def package_pick(run: Run, pick: VerifiedPick, profile: TargetProfile, out_dir: Path,
                  lineage_extra: dict[str, Any] | None = None, progress: Say | None = None,
-                 latency_repeats: int = 200) -> WrittenPackage:
+                 latency_repeats: int = 200, sign_key: Path | None = None) -> WrittenPackage:
     """The search's verified pick as a package for `profile` (`factory specialize`): the pick's calibrated
     network, its converted file (copied, not converted again) and that file's latency measurement go in;
     the gate still checks checksums, parity and accuracy of the written file, and the budgets. The
@@ -116,12 +118,12 @@ def package_pick(run: Run, pick: VerifiedPick, profile: TargetProfile, out_dir: 
     say = progress or (lambda _m: None)
     choice = resolve_choice(None, None, None, profile)
     return _write(run, pick.check.prepared, choice, profile, Path(out_dir), lineage_extra, say, latency_repeats,
-                  pick=pick)
+                  pick=pick, sign_key=sign_key)
 
 
 def _write(run: Run, prepared: PreparedSubnet, choice: ExportChoice, profile: TargetProfile | None, out_dir: Path,
            lineage_extra: dict[str, Any] | None, say: Say, latency_repeats: int,
-           pick: VerifiedPick | None = None) -> WrittenPackage:
+           pick: VerifiedPick | None = None, sign_key: Path | None = None) -> WrittenPackage:
     """The one way a package is written from a run (`exports.package.write_package`), domain errors mapped."""
     from exports.package import PackageRequest, write_package
     from exports.verify import VerificationFailed
@@ -134,7 +136,7 @@ def _write(run: Run, prepared: PreparedSubnet, choice: ExportChoice, profile: Ta
         lineage=_lineage(run, profile, lineage_extra), target=profile.to_dict() if profile else None,
         budgets=_budgets(profile), threads=choice.threads, latency_repeats=latency_repeats, name=out_dir.name,
         converted=pick.files if pick else {}, timings=pick.timings if pick else {},
-        predicted=pick.predicted.to_dict() if pick else None,
+        predicted=pick.predicted.to_dict() if pick else None, sign_key=sign_key,
     )
     try:
         return write_package(request, out_dir, progress=say)

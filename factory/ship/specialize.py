@@ -16,7 +16,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from exports.package import WrittenPackage
     from factory.predictor.model import AccuracyPredictor
     from factory.run import Run
+    from factory.tracking import Tracker
     from supernets import ArchConfig
     from targets.latency import LatencyModel
     from targets.profile import TargetProfile
@@ -42,6 +43,7 @@ class SpecializeOptions:
     verify_top: int = 3
     latency_repeats: int = 200  # the gate's timed runs per file it times itself (not when the pick timed it)
     predictor_samples: int = 400  # sub-networks measured to fit the accuracy predictor when the run has none
+    sign_key: Path | None = None  # EC private key (PEM): every package is signed (exports.signing)
 
 
 def resolve_targets(spec: str) -> list[TargetProfile]:
@@ -59,7 +61,7 @@ def resolve_targets(spec: str) -> list[TargetProfile]:
         raise UserInputError(f"--targets: {exc}") from None
 
 
-def ensure_predictor(run: Run, samples: int, say: Say) -> AccuracyPredictor:
+def ensure_predictor(run: Run, samples: int, say: Say, tracker: Tracker | None = None) -> AccuracyPredictor:
     """The run's accuracy predictor, fitted first (with progress) when the run has none: a search without
     one would measure every candidate."""
     from factory.predictor.fit import fit_predictor
@@ -75,6 +77,10 @@ def ensure_predictor(run: Run, samples: int, say: Say) -> AccuracyPredictor:
     report = fit_predictor(run.path, samples=samples, holdout=holdout, progress=True)
     say(f"predictor: held-out Spearman {report.holdout_spearman:.3f} on {report.holdout} random sub-networks "
         f"(MACs alone {report.macs_spearman:.3f}); {report.samples} measured in {report.measure_seconds:.0f} s")
+    if tracker is not None:
+        from factory.tracking import log_predictor_fit
+
+        log_predictor_fit(tracker, report.to_dict())
     fitted = load_predictor(run.path, run.space, run.checkpoint_sha256)
     if fitted is None:
         raise FactoryError(f"{report.path}: the predictor just fitted is not there")
@@ -150,7 +156,8 @@ def _ship_target(run: Run, profile: TargetProfile, out_dir: Path, options: Speci
                                      latency_repeats=options.latency_repeats)
         else:
             say(f"{profile.name}: packaging the verified pick ({profile.format} {profile.precision})")
-            package = package_pick(run, searched.pick, profile, package_dir, lineage, say, options.latency_repeats)
+            package = package_pick(run, searched.pick, profile, package_dir, lineage, say, options.latency_repeats,
+                                   sign_key=options.sign_key)
     _record_package(outcome, package, out_dir)
 
 
@@ -182,16 +189,21 @@ def _record_package(outcome: TargetOutcome, package: WrittenPackage, out_dir: Pa
 
 
 def specialize(run_dir: str | Path, targets: str, out_dir: str | Path, options: SpecializeOptions | None = None,
-               say: Say | None = None) -> list[TargetOutcome]:
+               say: Say | None = None, tracker: Tracker | None = None) -> list[TargetOutcome]:
     """Search, export and verify one package per target; write report.md/html/json in `out_dir`. The
-    accuracy predictor is fitted first when the run has none."""
+    accuracy predictor is fitted first when the run has none. `tracker` (factory.tracking) records the
+    predictor's fit, each target's pick, figures, plot and package, and the report."""
     from factory.run import load_run
+    from factory.tracking import NullTracker, log_report, log_target
 
+    tracker = tracker or NullTracker()
     options = options or SpecializeOptions()
     say = say or (lambda _m: None)
     run = load_run(run_dir)
     profiles = resolve_targets(targets)
-    predictor = ensure_predictor(run, options.predictor_samples, say)
+    predictor = ensure_predictor(run, options.predictor_samples, say, tracker)
+    tracker.log_params({"run": str(run.path), "supernet_sha256": run.checkpoint_sha256, "targets": targets,
+                        "search": asdict(options)})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     outcomes = []
@@ -201,9 +213,11 @@ def specialize(run_dir: str | Path, targets: str, out_dir: str | Path, options: 
         say(f"[{i}/{len(profiles)}] {profile.name}: {outcome.status}"
             + (f" — {outcome.message}" if outcome.message else "") + f" ({outcome.seconds:.0f} s)")
         outcomes.append(outcome)
+        log_target(tracker, outcome, out)
     notes = [f"run {run.path} (supernet sha256 {run.checkpoint_sha256[:12]}), search seed {options.seed}, "
              f"population {options.population} x {options.generations} generations",
              "latencies are measured on this machine, batch 1, in the target's runtime, precision and threads"]
     write_report(outcomes, out, title=f"Specialization report: {run.name}", notes=notes)
     (out / "report.json").write_text(json.dumps([o.to_dict() for o in outcomes], indent=2) + "\n")
+    log_report(tracker, out)
     return outcomes

@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from exports.files import atomic_write_text
+from exports.progress import progress_bar, quiet
 from factory.data import Dataset, Split, load_dataset, to_model_input
 from factory.errors import UserInputError
 from factory.evaluate import evaluate_on
@@ -83,6 +84,7 @@ class Trainer:
     optimizer: torch.optim.Optimizer | None = None
     scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
     last_checkpoint: float = 0.0
+    on_epoch: Callable[[dict[str, Any]], None] | None = None  # rank 0, after each epoch's metrics line
 
     # ----- helpers ------------------------------------------------------------------------------
     @property
@@ -220,22 +222,26 @@ class Trainer:
         self.last_checkpoint = time.monotonic()
 
 
-def train(cfg: TrainConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train a supernet into run folder `out` (or continue it with `resume`). Returns the summary.
 
-    Works single-process and under torchrun (one process per rank; only rank 0 writes files)."""
+    Works single-process and under torchrun (one process per rank; only rank 0 writes files and calls
+    `on_epoch` with each epoch's metrics, e.g. experiment tracking)."""
     out = Path(out)
     ctx = DistContext.from_env(cfg.runtime.device)
     try:
         with torch.random.fork_rng(devices=[]):
-            return _train(cfg, out, resume, ctx)
+            return _train(cfg, out, resume, ctx, on_epoch)
     finally:
         ctx.close()
 
 
-def _train(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext) -> dict[str, Any]:
+def _train(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext,
+           on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     state = _check_out_dir(cfg, out, resume, out / CHECKPOINT_DIR / CHECKPOINT_NAME)
     trainer = _build_trainer(cfg, out, ctx, state)
+    trainer.on_epoch = on_epoch
     if ctx.is_main:
         _write_run_files(trainer)
     trainer.last_checkpoint = time.monotonic()
@@ -293,8 +299,8 @@ def _run_epoch(trainer: Trainer, name: str, epoch: int, epochs: int, clock: Sess
     """Steps of one epoch from the current position; mid-epoch checkpoints record `clock`'s cumulative times."""
     cfg, ctx = trainer.cfg, trainer.ctx
     steps = trainer.steps_per_epoch()
-    bar = tqdm(total=steps, initial=trainer.pos.step, desc=f"{name} {epoch + 1}/{epochs}", unit="step",
-               disable=not (ctx.is_main and cfg.runtime.progress), leave=False, file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(total=steps, initial=trainer.pos.step, desc=f"{name} {epoch + 1}/{epochs}", unit="step",
+                       enabled=ctx.is_main and cfg.runtime.progress, leave=False, dynamic_ncols=True)
     try:
         while trainer.pos.step < steps:
             t0 = time.monotonic()
@@ -358,8 +364,10 @@ def _record_epoch(trainer: Trainer, metrics: dict[str, Any]) -> None:
     metrics["cpu_seconds"] = round(pos.cpu_seconds, 2)
     with (trainer.out / METRICS_FILE).open("a") as f:
         f.write(json.dumps(metrics) + "\n")
-    if trainer.cfg.runtime.progress:
+    if trainer.cfg.runtime.progress and not quiet():
         print(_metrics_line(metrics), file=sys.stderr)
+    if trainer.on_epoch is not None:
+        trainer.on_epoch(metrics)
     trainer.checkpoint()
 
 
