@@ -91,7 +91,7 @@ def compare_file(package: Path, manifest: dict[str, Any], entry: dict[str, Any],
         order.shuffle(jobs)
         for job in jobs:
             if job == "factory":
-                lat = measure_latency(path, x_nchw, threads, rounds=1, warmup=20, repeats=runs, settings=settings)
+                lat = measure_latency(path, threads, rounds=1, warmup=20, repeats=runs, settings=settings)
                 ours.append(lat.p50_ms)
                 ours_runs.append(lat.p50_ms)
             elif job == "client":

@@ -299,17 +299,16 @@ class Latency:
                 "rounds": self.rounds, "contended_rounds": self.contended_rounds, "settings": self.settings}
 
 
-def measure_latency(path: Path, x: np.ndarray | None, threads: int, *, rounds: int = 3, warmup: int = 20,
-                    repeats: int = 100, settings: dict[str, Any] | None = None) -> Latency:
+def measure_latency(path: Path, threads: int, *, rounds: int = 3, warmup: int = 20, repeats: int = 100,
+                    settings: dict[str, Any] | None = None) -> Latency:
     """Time the file at `path` with the one method every budget check uses: the runtime's inference call
-    on a bound batch-1 input (`Session.raw_runner`, what the runtimes' own benchmark tools time; `x` is
-    not needed: latency does not depend on the input's values).
+    on a bound batch-1 input of random values (`Session.raw_runner`, what the runtimes' own benchmark
+    tools time; latency does not depend on the input's values).
 
     `settings`: open the file exactly so (a package's record); without them the file is opened as it
     would ship (`open_for_timing`: a .tflite file gets the faster kernels). Multi-thread files are also
     timed on 1 thread each round to spot contended rounds. Measured once: no figure is re-timed because
     of its value."""
-    del x
     rng = np.random.default_rng(0)
     session, choice = open_for_timing(path, threads, settings)
     canary = None

@@ -183,7 +183,7 @@ def check_file(root: Path, entry: dict[str, Any], vset: VerificationSet, *, thre
     timed_by = "search verification (same file, same method)" if timing is not None else "gate"
     if timing is None and latency_repeats > 0:
         rounds = LATENCY_ROUNDS
-        timing = measure_latency(root / entry["path"], vset.inputs[:1], threads, rounds=rounds,
+        timing = measure_latency(root / entry["path"], threads, rounds=rounds,
                                  repeats=max(1, -(-latency_repeats // rounds)), settings=session.settings)
         result.update(latency_repeats=latency_repeats)
     if timing is not None:

@@ -120,20 +120,17 @@ def _dir_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def measure_export(run: Run, profile: TargetProfile, prepared: PreparedSubnet, config: VerifyConfig,
+def measure_export(profile: TargetProfile, prepared: PreparedSubnet, config: VerifyConfig,
                    out: Path) -> ExportCheck:
     """`prepared` converted for `profile` into `out` (as a package converts it) and timed there, once,
     with `exports.timing.measure_latency`, as the export gate times it (contended rounds of a multi-thread
     target set aside; a .tflite file in the faster of its kernels, which the package then ships)."""
     from exports.timing import measure_latency
-    from factory.data import to_model_input
 
-    arch = prepared.arch
     path = prepared.convert(profile.format, out)
     if not profile.measurable_here:
         return ExportCheck(prepared, out, _dir_size_mb(out), None)
-    x = to_model_input(run.dataset().val.images[:1], arch.resolution, run.mean, run.std).numpy()
-    timing = measure_latency(path, x, profile.threads, rounds=config.rounds, warmup=config.warmup,
+    timing = measure_latency(path, profile.threads, rounds=config.rounds, warmup=config.warmup,
                              repeats=config.repeats)
     return ExportCheck(prepared, out, _dir_size_mb(out), timing)
 
@@ -201,7 +198,7 @@ class _Verification:
 
     def export(self, c: Candidate) -> tuple[Candidate, ExportCheck]:
         """Convert and time `c`, record it as checked, learn the measured/predicted ratios."""
-        check = measure_export(self.run, self.profile, self.prepare(c.arch), self.config,
+        check = measure_export(self.profile, self.prepare(c.arch), self.config,
                                self.root / f"c{len(self.checked)}")
         p50, p95 = check.p50_p95
         spread = 0.0 if check.latency is None else check.latency.p50_spread_ms
