@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from exports.official_tools import official_command
+
 _PREPROCESS = '''import json, numpy as np
 from PIL import Image
 m = json.load(open("manifest.json")); inp = m["input"]; r = inp["resolution"]
@@ -49,6 +51,11 @@ def _fmt_ms(value: Any) -> str:
 
 
 def render_model_card(manifest: dict[str, Any]) -> str:
+    return "\n".join([*_about(manifest), *_measured(manifest), *_remeasure(manifest), *_load_it(manifest)])
+
+
+def _about(manifest: dict[str, Any]) -> list[str]:
+    """Title, what the model is, its input, cost and lineage."""
     inp, metrics = manifest["input"], manifest.get("metrics", {})
     lineage, target = manifest.get("lineage") or {}, manifest.get("target")
     labels = manifest["labels"]
@@ -65,7 +72,13 @@ def render_model_card(manifest: dict[str, Any]) -> str:
     ]
     if target:
         lines.append(f"- made for target `{target.get('name')}`: constraints {target.get('constraints')}")
-    lines += [
+    return lines
+
+
+def _measured(manifest: dict[str, Any]) -> list[str]:
+    """The table of measured figures, one row per file."""
+    metrics = manifest.get("metrics", {})
+    lines = [
         "",
         f"## Measured (batch 1, {metrics.get('threads', 1)} thread(s), {metrics.get('validation_images', '?')} "
         "validation images)",
@@ -83,15 +96,19 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         lines.append(f"| `{f['path']}` | {f['format']} | {f['precision']} | {f['layout']} | {size / 1e6:.2f} | "
                      f"{'-' if acc is None else f'{acc:.2%}'} | {m.get('relative_diff', float('nan')):.1e} | "
                      f"{_fmt_ms(m.get('latency_p50_ms'))} | {_fmt_ms(m.get('latency_p95_ms'))} |")
-    lines += ["", "p50 / p95: median / 95th percentile of all timed runs of the runtime's inference call on a bound "
-              "batch-1 input (what the runtimes' own benchmark tools time; your pre- and post-processing come on "
-              "top), on the export machine, in the session the snippets below create; the p50 budget was met "
-              "with the p50's run-to-run spread. Re-measure on your device with `factory benchmark` or the "
-              "runtime's own tool:", ""]
+    return lines
+
+
+def _remeasure(manifest: dict[str, Any]) -> list[str]:
+    """What the latency figures mean, the runtime's own command that re-times each file in its recorded
+    settings, and which LiteRT kernels a .tflite file ships with and why."""
+    lines = ["", "p50 / p95: median / 95th percentile of all timed runs of the runtime's inference call on a bound "
+             "batch-1 input (what the runtimes' own benchmark tools time; your pre- and post-processing come on "
+             "top), on the export machine, in the session the snippets below create; the p50 budget was met "
+             "with the p50's run-to-run spread. Re-measure on your device with `factory benchmark` or the "
+             "runtime's own tool:", ""]
     for f in manifest["files"]:
         if f.get("runtime_settings"):
-            from exports.official_tools import official_command
-
             cmd = official_command(f["path"], f["runtime_settings"])
             lines += [f"- `{f['path']}`: `{cmd.shell()}`" + (f" ({cmd.note})" if cmd.note else "")]
         choice = f.get("kernel_choice")
@@ -99,7 +116,12 @@ def render_model_card(manifest: dict[str, Any]) -> str:
             figures = ", ".join(f"{k} {v:.3f} ms" for k, v in choice["compared_p50_ms"].items())
             lines += [f"- `{f['path']}` runs with LiteRT's {choice['chosen']} kernels: measured {figures}; "
                       f"{choice['rule']}"]
-    lines += ["", "## Load it"]
+    return lines
+
+
+def _load_it(manifest: dict[str, Any]) -> list[str]:
+    """A load snippet per file, the signature check when the package is signed, the stand-alone client."""
+    lines = ["", "## Load it"]
     for f in manifest["files"]:
         lines += ["", f"### {f['format']} ({f['precision']}, input {f['layout']} {f['input_shape']})", "",
                   "```python", _PREPROCESS, _loader(f), 'print(m["labels"][int(np.argmax(logits))])', "```"]
@@ -111,4 +133,4 @@ def render_model_card(manifest: dict[str, Any]) -> str:
     lines += ["", "Or, with nothing but numpy, PIL and the runtime: `python classify.py PACKAGE_DIR image.png ...` "
               "(examples/classify.py of the factory).", "",
               "Check the package before shipping it: `factory verify PACKAGE_DIR` (checksums, parity, accuracy).", ""]
-    return "\n".join(lines)
+    return lines
