@@ -4,6 +4,10 @@ Batch-norm statistics collected while training a supernet mix every sampled sub-
 none of them. Before a sub-network is evaluated (or extracted for export) its BN running statistics are
 recomputed on the calibration split (OFA's recipe); the supernet's own buffers are restored afterwards,
 so evaluating one sub-network never changes what another one sees.
+
+Under torchrun (`evaluate_on(..., ctx=...)`) every rank recalibrates on the same calibration batches and
+evaluates every world_size-th validation batch; the counts are summed across ranks, so each rank gets
+the single-process figures (docs/decisions.md: predictor measurements under torchrun).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from supernets.ops import DynamicBatchNorm2d
 
 if TYPE_CHECKING:
     from factory.run import Run
+    from factory.training.distributed import DistContext
     from supernets import Supernet
     from supernets.static import StaticNet
 
@@ -62,6 +67,16 @@ def _device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+@contextmanager
+def on_device(net: nn.Module, device: torch.device) -> Iterator[None]:
+    """`net` on `device` (channels_last on the CPU: see docs/decisions.md), back on the CPU on exit."""
+    net.to(device, memory_format=torch.channels_last if device.type == "cpu" else torch.preserve_format)
+    try:
+        yield
+    finally:
+        net.to("cpu", memory_format=torch.contiguous_format)
 
 
 def _prepare(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -113,21 +128,31 @@ def evaluate_on(
     std: Sequence[float],
     device: str | torch.device = "cpu",
     batch_size: int = DEFAULT_BATCH,
+    ctx: DistContext | None = None,
 ) -> EvalResult:
-    """BN-recalibrated accuracy/loss of `arch` on `val`; the net's BN buffers are restored afterwards."""
+    """BN-recalibrated accuracy/loss of `arch` on `val`; the net's BN buffers are restored afterwards.
+
+    With `ctx` this is collective: every rank recalibrates on all of `calib` (the same batches, so the
+    same statistics as one process), evaluates its share of the single-process batches of `val`, and
+    gets the summed correct count and loss."""
     dev = _device(device)
     was_training = net.training
+    batches = range(0, len(val), batch_size)
+    if ctx is not None:
+        batches = batches[ctx.rank::ctx.world_size]
     with preserved_bn_stats(net):
         recalibrate_bn(net, arch, calib.images, mean, std, batch_size, dev)
-        correct, loss_sum = 0, 0.0
+        correct, loss_sum = 0.0, 0.0
         with net.activated(arch):
-            for start in range(0, len(val), batch_size):
+            for start in batches:
                 x = to_model_input(val.images[start:start + batch_size], arch.resolution, mean, std)
                 y = val.labels[start:start + batch_size].to(dev)
                 logits = net(_prepare(x, dev)).float()
                 loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
                 correct += int((logits.argmax(1) == y).sum())
     net.train(was_training)
+    if ctx is not None:
+        correct, loss_sum = ctx.all_sum([correct, loss_sum])
     n = max(1, len(val))
     return EvalResult(accuracy=correct / n, loss=loss_sum / n, arch=arch, images=len(val))
 
@@ -137,13 +162,8 @@ def evaluate_arch(run: Run, arch: ArchConfig, device: str = "cpu", batch_size: i
     run.space.validate(arch)
     ds = run.dataset()
     dev = _device(device)
-    net = run.supernet.to(dev)
-    if dev.type == "cpu":
-        net.to(memory_format=torch.channels_last)
-    try:
-        return evaluate_on(net, arch, ds.calib, ds.val, run.mean, run.std, dev, batch_size)
-    finally:
-        net.to("cpu")
+    with on_device(run.supernet, dev):
+        return evaluate_on(run.supernet, arch, ds.calib, ds.val, run.mean, run.std, dev, batch_size)
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from factory.commands.common import json_option, print_json, run_option, track_option
+from factory.commands.common import device_option, json_option, print_json, run_option, track_option
 
 
 @click.group()
@@ -28,22 +28,34 @@ def predictor() -> None:
                    "the built-in spaces). They join the fit, never the held-out set, and the search's verification "
                    "uses their measured accuracy, so a pick never loses to a measured hand-scaled network.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling and the fit.")
+@device_option
 @json_option
 @track_option
-def fit(run_dir: str, samples: int, holdout: int, val_images: int | None, uniform: bool, seed: int,
+def fit(run_dir: str, samples: int, holdout: int, val_images: int | None, uniform: bool, seed: int, device: str,
         as_json: bool, track: str | None) -> None:
-    """Sample, measure (BN recalibrated), fit an MLP ensemble; write RUN/predictor.pt."""
+    """Sample, measure (BN recalibrated), fit an MLP ensemble; write RUN/predictor.pt.
+
+    \b
+    Examples:
+      factory predictor fit --run runs/demo --samples 200
+      torchrun --nproc_per_node 4 -m factory -- predictor fit --run runs/big --device cuda
+    (the "--" keeps torchrun from reading --run as its own --run-path)
+    """
+    import os
     from pathlib import Path
 
     from factory.predictor.fit import fit_predictor
     from factory.tracking import log_predictor_fit, tracked
 
-    with tracked(track, Path(run_dir), "predictor fit") as tracker:
+    main_rank = os.environ.get("RANK", "0") == "0"
+    with tracked(track if main_rank else None, Path(run_dir), "predictor fit") as tracker:
         tracker.log_params({"samples": samples, "holdout": holdout, "seed": seed, "val_images": val_images,
-                            "uniform": uniform})
+                            "uniform": uniform, "device": device})
         report = fit_predictor(run_dir, samples=samples, holdout=holdout, seed=seed, val_images=val_images,
-                               progress=not as_json, uniform=uniform)
+                               progress=not as_json, uniform=uniform, device=device)
         log_predictor_fit(tracker, report.to_dict())
+    if not main_rank:
+        return
     if as_json:
         print_json(report.to_dict())
         return

@@ -3,7 +3,9 @@
 Sub-networks are sampled stratified over resolution and size (`samples.stratified_archs`), measured with
 `factory.evaluate` (BN recalibrated, validation split; resumable through `predictor_samples.jsonl`),
 and all but `holdout` of them fit the MLP ensemble and its ridge member. `predictor.pt` records the
-held-out Spearman rank correlation of the stored model itself (not of a refit).
+held-out Spearman rank correlation of the stored model itself (not of a refit). Under torchrun each
+sub-network's validation images are split across the ranks (same figures as one process); rank 0
+alone writes the samples and fits.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from scipy.stats import spearmanr
 
 from factory.data import Split
 from factory.errors import UserInputError
-from factory.evaluate import evaluate_on
+from factory.evaluate import evaluate_on, on_device
 from factory.predictor.features import predictor_features
 from factory.predictor.model import PREDICTOR_FILE, AccuracyPredictor
 from factory.predictor.samples import SAMPLES_FILE, Sample, measure_samples, stratified_archs
 from factory.run import Run, load_run
+from factory.training.distributed import DistContext
 from supernets.arch import ArchConfig
 from supernets.cost import cost
 from supernets.space import SearchSpace
@@ -152,21 +155,36 @@ def fit_predictor(
     progress: bool = True,
     config: FitConfig = FitConfig(),
     uniform: bool = True,
+    device: str = "auto",
 ) -> FitReport:
     """`factory predictor fit`: sample, measure (resumable), fit, store predictor.pt in the run.
 
     With `uniform`, the space's uniformly scaled sub-networks are measured too and join the training
     set (the held-out set stays random, stratified sub-networks): the search's verification then
-    knows their real accuracy, so a pick can never lose to a hand-scaled network that was measured."""
+    knows their real accuracy, so a pick can never lose to a hand-scaled network that was measured.
+    Under torchrun every rank measures (on its local device) and returns rank 0's report."""
     if samples < holdout + 10:
         raise UserInputError(f"--samples: {samples} leaves fewer than 10 training samples after "
                              f"{holdout} held out; use at least {holdout + 10}")
-    run = load_run(run_dir)
-    archs = stratified_archs(run.space, samples, random.Random(seed), run.num_classes)
-    ds = run.dataset()
-    val = ds.val if val_images is None or val_images >= len(ds.val) else _subset(ds.val, val_images, seed)
-    t0 = time.perf_counter()
-    measured, extra = _measure(run, archs, val, uniform, progress)
+    ctx = DistContext.from_env(device)
+    try:
+        run = load_run(run_dir)
+        archs = stratified_archs(run.space, samples, random.Random(seed), run.num_classes)
+        ds = run.dataset()
+        val = ds.val if val_images is None or val_images >= len(ds.val) else _subset(ds.val, val_images, seed)
+        t0 = time.perf_counter()
+        with on_device(run.supernet, ctx.device):
+            measured, extra = _measure(run, archs, val, uniform, progress, ctx)
+        seconds = time.perf_counter() - t0
+        report = _fit_and_store(run, measured, extra, holdout, seed, config, seconds, len(val)) if ctx.is_main else None
+        return ctx.broadcast_object(report)
+    finally:
+        ctx.close()
+
+
+def _fit_and_store(run: Run, measured: list[Sample], extra: list[Sample], holdout: int, seed: int,
+                   config: FitConfig, measure_seconds: float, val_images: int) -> FitReport:
+    """Fit on all but `holdout` of `measured` (+ `extra`), score on the held-out ones, write predictor.pt."""
     t1 = time.perf_counter()
     train_idx, held_idx = split_holdout(len(measured), holdout)
     tr = [measured[i] for i in train_idx] + extra
@@ -174,23 +192,24 @@ def fit_predictor(
     model = fit_mlp(run.space, [s.arch for s in tr], [s.accuracy for s in tr], seed, config, run.num_classes)
     figures = _holdout_figures(model, ho, run.num_classes)
     t2 = time.perf_counter()
-    meta = {**figures, "train": len(tr), "holdout": len(ho), "seed": seed, "val_images": len(val),
+    meta = {**figures, "train": len(tr), "holdout": len(ho), "seed": seed, "val_images": val_images,
             "checkpoint_sha256": run.checkpoint_sha256, "config": asdict(config)}
     out = run.path / PREDICTOR_FILE
     replace(model, meta=meta).save(out)
     accs = [s.accuracy for s in measured + extra]
     return FitReport(out, len(measured) + len(extra), len(tr), len(ho), figures["holdout_spearman"],
-                     figures["macs_spearman"], figures["holdout_mae"], (min(accs), max(accs)), t1 - t0, t2 - t1,
-                     len(val), len(extra))
+                     figures["macs_spearman"], figures["holdout_mae"], (min(accs), max(accs)), measure_seconds,
+                     t2 - t1, val_images, len(extra))
 
 
-def _measure(run: Run, archs: list[ArchConfig], val: Split, uniform: bool,
-             progress: bool) -> tuple[list[Sample], list[Sample]]:
-    """Measurements of `archs` and, with `uniform`, of the uniformly scaled sub-networks not among them."""
+def _measure(run: Run, archs: list[ArchConfig], val: Split, uniform: bool, progress: bool,
+             ctx: DistContext) -> tuple[list[Sample], list[Sample]]:
+    """Measurements of `archs` and, with `uniform`, of the uniformly scaled sub-networks not among them
+    (the supernet already on `ctx.device`; collective under torchrun)."""
     ds = run.dataset()
 
     def measure(arch: ArchConfig) -> tuple[float, float, int]:
-        r = evaluate_on(run.supernet, arch, ds.calib, val, run.mean, run.std)
+        r = evaluate_on(run.supernet, arch, ds.calib, val, run.mean, run.std, ctx.device, ctx=ctx)
         return r.accuracy, r.loss, r.images
 
     grid = []
@@ -198,7 +217,7 @@ def _measure(run: Run, archs: list[ArchConfig], val: Split, uniform: bool,
         seen = set(archs)
         grid = [a for a in dict.fromkeys(run.space.canonical(a) for a in run.space.uniform_grid()) if a not in seen]
     every = measure_samples(archs + grid, measure, run.path / SAMPLES_FILE, run.space, run.checkpoint_sha256,
-                            progress, images=len(val))
+                            progress, images=len(val), ctx=ctx)
     return every[: len(archs)], every[len(archs):]
 
 

@@ -2,7 +2,8 @@
 
 `predictor_samples.jsonl` in the run holds one JSON line per measured sub-network (accuracy, loss,
 images, seconds, and the supernet checkpoint's sha256). Measuring is resumable: a rerun skips what is
-recorded for the same checkpoint and validation subset, and a line torn by a kill is ignored.
+recorded for the same checkpoint and validation subset, and a line torn by a kill is ignored. Under
+torchrun, rank 0 decides what is left to measure and is the only writer.
 """
 
 from __future__ import annotations
@@ -10,14 +11,19 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exports.progress import progress_bar
 from supernets.arch import ArchConfig
 from supernets.cost import cost
 from supernets.space import SearchSpace
+
+if TYPE_CHECKING:
+    from factory.training.distributed import DistContext
 
 SAMPLES_FILE = "predictor_samples.jsonl"
 
@@ -91,22 +97,45 @@ def measure_samples(
     checkpoint_sha256: str,
     progress: bool = True,
     images: int | None = None,
+    ctx: DistContext | None = None,
 ) -> list[Sample]:
-    """Measure every arch not yet in `path` (append one JSON line each, flushed), return all of `archs`."""
-    done = read_samples(path, space, checkpoint_sha256, images)
+    """Measure every arch not yet in `path` (append one JSON line each, flushed), return all of `archs`.
+
+    With `ctx` (torchrun), `measure` is collective: every rank calls it for the same archs in the same
+    order, the ones rank 0 found unmeasured, and only rank 0 writes `path` and shows progress."""
+    main = ctx is None or ctx.is_main
+    done = read_samples(path, space, checkpoint_sha256, images) if main else {}
+    if ctx is not None:
+        done = ctx.broadcast_object(done)
     todo = [a for a in archs if a not in done]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-    with path.open("a") as fh, progress_bar(total=len(archs), initial=len(archs) - len(todo),
-                                             enabled=progress, desc="measuring sub-networks", unit="net") as bar:
-        if torn:  # an interrupted write: end that line so the next record is not glued to it
-            fh.write("\n")
+    with _line_appender(path, enabled=main) as append, \
+            progress_bar(total=len(archs), initial=len(archs) - len(todo), enabled=progress and main,
+                         desc="measuring sub-networks", unit="net") as bar:
         for arch in todo:
             t0 = time.perf_counter()
             acc, loss, images = measure(arch)
             sample = Sample(arch, acc, loss, images, time.perf_counter() - t0, checkpoint_sha256)
-            fh.write(sample.to_json() + "\n")
-            fh.flush()
+            append(sample.to_json())
             done[arch] = sample
             bar.update(1)
     return [done[a] for a in archs]
+
+
+@contextmanager
+def _line_appender(path: Path, enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A function appending one flushed line to `path` (after ending a line torn by a kill); a no-op
+    when not `enabled` (ranks other than 0)."""
+    if not enabled:
+        yield lambda _line: None
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with path.open("a") as fh:
+        if torn:  # an interrupted write: end that line so the next record is not glued to it
+            fh.write("\n")
+
+        def append(line: str) -> None:
+            fh.write(line + "\n")
+            fh.flush()
+
+        yield append

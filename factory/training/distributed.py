@@ -1,4 +1,5 @@
-"""Multi-process data parallelism for the supernet trainer (torchrun; gloo on CPU, nccl on CUDA).
+"""Multi-process data parallelism under torchrun (gloo on CPU, nccl on CUDA): the supernet trainer, and
+the predictor's measurements (`factory.evaluate.evaluate_on` with a context shards validation batches).
 
 Why not `DistributedDataParallel`: the active sub-network changes between the micro-steps of one
 optimizer step, so different parameters receive gradients in each backward pass. DDP's bucketed
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -106,8 +108,16 @@ class DistContext:
             p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
             offset += n
 
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's `obj` (any picklable value) on every rank; what the other ranks pass is ignored."""
+        if self.world_size == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def all_sum(self, values: list[float]) -> list[float]:
-        """Sum a few floats across ranks (epoch loss / image counts for the log)."""
+        """Sum a few floats across ranks (epoch loss / image counts for the log, evaluation counts)."""
         if self.world_size == 1:
             return values
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
