@@ -28,6 +28,7 @@ from exports.modelcard import render_model_card
 from exports.signing import SIGNATURE_FILE
 from exports.timing import Latency, open_for_timing
 from exports.verify import MANIFEST, VERIFICATION_FILE, VerificationSet, file_record, verify_package
+from supernets.arch import ArchConfig
 
 SCHEMA_VERSION = 1
 TOOL_PACKAGES = ("ofa-factory", "torch", "numpy", "onnx", "onnxruntime", "openvino", "nncf", "tensorflow",
@@ -265,6 +266,7 @@ def _build(req: PackageRequest, root: Path, say: Callable[[str], None]) -> dict[
         "name": req.name or root.name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "arch": req.arch,
+        "ofa_arch": None if req.arch is None else ArchConfig.from_dict(req.arch).to_ofa_dict(),
         "input": pre.to_dict(),
         "labels": list(req.labels),
         "files": files,

@@ -162,6 +162,8 @@ def test_the_pick_is_bn_recalibrated_once_for_its_accuracy_and_its_file(
 
 
 def test_search_out_pick_json_is_what_export_arch_takes(searchable_run: tuple[Path, Path], tmp_path: Path) -> None:
+    from supernets.arch import ArchConfig
+
     run_dir, prof = searchable_run
     pick_path = tmp_path / "pick.json"
     res = _factory("search", "--run", str(run_dir), "--target", str(prof), "--population", "16",
@@ -172,11 +174,13 @@ def test_search_out_pick_json_is_what_export_arch_takes(searchable_run: tuple[Pa
     assert pick["target"]["name"] == "unit-onnx" and pick["verified"] is True
     assert pick["measured"]["latency_p50_ms"] <= 5.0 and set(pick["predicted"]) >= {"accuracy", "latency_p50_ms"}
     assert json.loads((tmp_path / "pick.pareto.json").read_text())["chosen"]["arch"] == pick["arch"]
+    assert pick["ofa_arch"] == ArchConfig.from_dict(pick["arch"]).to_ofa_dict()
     package = tmp_path / "pkg"
     res = _factory("export", "--run", str(run_dir), "--arch", str(pick_path), "--formats", "onnx",
                    "--repeats", "5", "--out", str(package))
     assert res.returncode == 0, res.stderr
-    assert json.loads((package / "manifest.json").read_text())["arch"] == pick["arch"]
+    manifest = json.loads((package / "manifest.json").read_text())
+    assert manifest["arch"] == pick["arch"] and manifest["ofa_arch"] == pick["ofa_arch"]
 
 
 def test_arch_files_plain_pick_and_pareto_are_read_and_others_named(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from factory.commands.common import device_option, json_option, print_json, run_
 @click.command("eval")
 @run_option
 @click.option("--arch", "arch_spec", default="max", show_default=True,
-              help="max (largest sub-network), min (smallest), or a JSON file: an arch, a pick.json or a "
-                   "pareto.json of `factory search`.")
+              help="max (largest sub-network), min (smallest), or a JSON file: an arch (ours, or MIT Once-for-All's "
+                   "with keys ks, e, d, r), a pick.json or a pareto.json of `factory search`.")
 @device_option
 @json_option
 def eval_command(run_dir: str, arch_spec: str, device: str, as_json: bool) -> None:

@@ -29,8 +29,9 @@ def _parse_formats(_ctx: click.Context, _param: click.Parameter, value: str | No
 @click.command("export")
 @run_option
 @click.option("--arch", "arch_spec", default="max", show_default=True,
-              help="max (largest sub-network), min (smallest), or a JSON file: an arch, the pick.json of "
-                   "`factory search`, or a pareto.json (its chosen pick).")
+              help="max (largest sub-network), min (smallest), or a JSON file: an arch (ours, or MIT Once-for-All's "
+                   "with keys ks, e, d, r), the pick.json of `factory search`, or a pareto.json (its "
+                   "chosen pick).")
 @click.option("--formats", callback=_parse_formats, default=None,
               help=f"Comma-separated: {','.join(FORMAT_NAMES)}. Default: the target's format.")
 @click.option("--precision", type=click.Choice(PRECISION_NAMES), default=None,

@@ -179,6 +179,7 @@ class Candidate:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "arch": self.arch.to_dict(),
+            "ofa_arch": self.arch.to_ofa_dict(),
             "predicted": self.predicted.to_dict(),
             "feasible": self.feasible,
             "violation": round(self.violation, 6),

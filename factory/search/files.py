@@ -2,9 +2,10 @@
 
 `--out` of `factory search` is a folder (the three files go in it, default RUN/search/TARGET/) or a
 path ending in .json: the pick is written there and the front next to it as <stem>.pareto.json and
-<stem>.pareto.png. A pick file holds the arch in our format with the target and the predicted and
-measured figures, so `factory export --arch pick.json` takes it as it is. Every `--arch` accepts a
-plain arch JSON, a pick.json, or a pareto.json (its "chosen" entry).
+<stem>.pareto.png. A pick file holds the arch in our format ("arch") and in MIT Once-for-All's
+("ofa_arch") with the target and the predicted and measured figures, so `factory export --arch
+pick.json` takes it as it is. Every `--arch` accepts a plain arch JSON in either format, a pick.json,
+or a pareto.json (its "chosen" entry).
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from factory.errors import UserInputError, parse_text_file
-from supernets.arch import ArchConfig
+from supernets.arch import OFA_KEYS, ArchConfig, is_ofa_dict, unwrap_arch
 
 if TYPE_CHECKING:
     from factory.search.engine import Candidate, SearchResult
     from supernets.space import SearchSpace
 
 SEARCH_DIR = "search"
-ARCH_FILE_KINDS = ("an arch (keys resolution, depths, kernel_sizes, expand_ratios), a pick.json of "
-                   "`factory search` (key 'arch') or a pareto.json (key 'chosen')")
+ARCH_FILE_KINDS = ("an arch (keys resolution, depths, kernel_sizes, expand_ratios), an arch in MIT "
+                   "Once-for-All's format (keys ks, e, d, r), a pick.json of `factory search` (key 'arch') or a "
+                   "pareto.json (key 'chosen')")
 
 
 @dataclass(frozen=True)
@@ -59,28 +61,36 @@ def write_search_files(result: SearchResult, files: SearchFiles, target: str, in
         files.pick_json.unlink(missing_ok=True)
         return
     c = result.chosen
-    pick = {"arch": c.arch.to_dict(), "target": info.get("target"), "predicted": c.predicted.to_dict(),
-            "measured": None if c.measured is None else c.measured.to_dict(), "verified": c.passes_measured,
-            "run": info.get("run"), "checkpoint_sha256": info.get("checkpoint_sha256"), "seed": result.seed,
-            "pareto": files.pareto_json.name}
+    pick = {"arch": c.arch.to_dict(), "ofa_arch": c.arch.to_ofa_dict(), "target": info.get("target"),
+            "predicted": c.predicted.to_dict(), "measured": None if c.measured is None else c.measured.to_dict(),
+            "verified": c.passes_measured, "run": info.get("run"), "checkpoint_sha256": info.get("checkpoint_sha256"),
+            "seed": result.seed, "pareto": files.pareto_json.name}
     atomic_write_text(files.pick_json, json.dumps(pick, indent=1) + "\n")
 
 
 def read_arch_file(path: str | Path) -> ArchConfig:
-    """The arch in a plain arch JSON, a pick.json (its "arch") or a pareto.json (its "chosen" pick);
-    UserInputError naming the file and the expected keys otherwise."""
+    """The arch in a plain arch JSON (our format or OFA's), a pick.json (its "arch") or a pareto.json (its
+    "chosen" pick); UserInputError naming the file and the expected keys otherwise."""
+    return _parse_arch(path, _arch_data(path))
+
+
+def _arch_data(path: str | Path) -> dict[str, Any]:
+    """The arch object of an arch file (either format), not yet checked field by field."""
     data = parse_text_file(Path(path), json.loads, "JSON", "no such file")
     if isinstance(data, dict) and "arch" not in data and "chosen" in data:
         if not isinstance(data["chosen"], dict):
             raise UserInputError(f"{path}: a pareto.json without a pick ('chosen' is null: the target was "
                                  f"infeasible); give {ARCH_FILE_KINDS}")
         data = data["chosen"]
-    if isinstance(data, dict) and isinstance(data.get("arch"), dict):
-        data = data["arch"]
-    if not isinstance(data, dict) or not set(data) & {"resolution", "depths"}:
+    data = unwrap_arch(data)
+    if not isinstance(data, dict) or not set(data) & {*OFA_KEYS, *OFA_KEYS.values()}:
         raise UserInputError(f"{path}: not an arch file; expected {ARCH_FILE_KINDS}")
+    return data
+
+
+def _parse_arch(path: str | Path, data: dict[str, Any]) -> ArchConfig:
     try:
-        return ArchConfig.from_dict(data)
+        return ArchConfig.parse(data)
     except ValueError as exc:
         raise UserInputError(f"{path}: {exc}") from None
 
@@ -91,9 +101,12 @@ def arch_from_option(space: SearchSpace, value: str) -> ArchConfig:
         return space.largest()
     if value == "min":
         return space.smallest()
-    arch = read_arch_file(value)
+    data = _arch_data(value)
+    arch = _parse_arch(value, data)
     try:
         space.validate(arch)
     except ValueError as exc:
-        raise UserInputError(f"--arch {value}: {exc} (allowed: max, min, or {ARCH_FILE_KINDS})") from None
+        field = str(exc).split(":")[0].split("[")[0]
+        ofa = f" (OFA key {OFA_KEYS[field]!r})" if field in OFA_KEYS and is_ofa_dict(data) else ""
+        raise UserInputError(f"--arch {value}: {exc}{ofa} (allowed: max, min, or {ARCH_FILE_KINDS})") from None
     return arch
