@@ -52,3 +52,14 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_writer", "sha256_file"]
+
+
+def ordinary_permissions(root: Path) -> None:
+    """What a folder made with mkdir/open would get (0777/0666 minus the umask): `mkdtemp` makes the
+    temporary folder 0700, which an app server or a teammate could not read once it is published."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)

@@ -24,6 +24,7 @@ from torch import nn
 
 from exports import FORMATS, check_precision, get_format
 from exports.convert import convert
+from exports.files import ordinary_permissions
 from exports.modelcard import render_model_card
 from exports.signing import SIGNATURE_FILE
 from exports.timing import Latency, open_for_timing
@@ -134,18 +135,9 @@ def _prepare_destination(out_dir: Path) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _ordinary_permissions(root: Path) -> None:
-    """What a folder made with mkdir/open would get (0777/0666 minus the umask): `mkdtemp` makes the
-    temporary folder 0700, which an app server or a teammate could not read once it is published."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [root, *root.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def _publish(tmp: Path, out_dir: Path) -> None:
     """Rename the finished temporary folder into place; an older package there is swapped out first."""
-    _ordinary_permissions(tmp)
+    ordinary_permissions(tmp)
     if out_dir.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
         os.replace(out_dir, old / "pkg")

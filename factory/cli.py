@@ -14,6 +14,7 @@ import click
 
 from factory.commands.eval import eval_command
 from factory.commands.export import export_command, verify_command
+from factory.commands.import_ofa import import_group
 from factory.commands.predictor import predictor
 from factory.commands.search import search
 from factory.commands.ship import benchmark_command, demo_command, specialize_command
@@ -119,6 +120,7 @@ cli.add_command(targets)
 cli.add_command(predictor)
 cli.add_command(search)
 cli.add_command(train)
+cli.add_command(import_group)
 cli.add_command(eval_command)
 cli.add_command(export_command)
 cli.add_command(verify_command)

@@ -56,6 +56,10 @@ class DataInfo:
     split_seed: int
     val_fraction: float = VAL_FRACTION
     on_bad_image: str = "fail"
+    # An imported supernet (`factory import ofa`): its label set and mean/std are the model's, the user's
+    # ImageFolder names a subset of those labels, and nothing trains (no train split: val + calib only).
+    model_labels: bool = False
+    calib_fraction: float = CALIB_FRACTION
 
     @property
     def num_classes(self) -> int:
@@ -63,9 +67,13 @@ class DataInfo:
 
     def load(self) -> Dataset:
         """The same train/val/calib split (the split is deterministic in the recipe)."""
+        if not self.source:
+            raise UserInputError("data: this run has no images (a supernet imported without --data); run "
+                                 "`factory import ofa CHECKPOINT --data FOLDER ...` again with an ImageFolder")
+        model = (self.class_names, self.mean, self.std) if self.model_labels else None
         return load_dataset(self.source, image_size=self.image_size, seed=self.split_seed,
                             on_bad_image=self.on_bad_image,  # type: ignore[arg-type]
-                            val_fraction=self.val_fraction)
+                            val_fraction=self.val_fraction, calib_fraction=self.calib_fraction, model=model)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str) -> DataInfo:
@@ -82,6 +90,8 @@ class DataInfo:
             split_seed=int(data["split_seed"]),
             val_fraction=float(data.get("val_fraction", VAL_FRACTION)),
             on_bad_image=str(data.get("on_bad_image", "fail")),
+            model_labels=bool(data.get("model_labels", False)),
+            calib_fraction=float(data.get("calib_fraction", CALIB_FRACTION)),
         )
 
 
@@ -107,6 +117,8 @@ class Dataset:
             "image_size": info.image_size,
             "split_seed": info.split_seed,
             "val_fraction": info.val_fraction,
+            "calib_fraction": info.calib_fraction,
+            "model_labels": info.model_labels,
             "sizes": {"train": len(self.train), "val": len(self.val), "calib": len(self.calib)},
             "skipped_files": list(self.skipped_files),
             "on_bad_image": info.on_bad_image,
@@ -127,8 +139,12 @@ def to_model_input(
     return (x - m) / s
 
 
+ModelLabels = tuple[Sequence[str], tuple[float, float, float], tuple[float, float, float]]
+
+
 def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image: OnBadImage = "fail",
-                 val_fraction: float = VAL_FRACTION) -> Dataset:
+                 val_fraction: float = VAL_FRACTION, calib_fraction: float = CALIB_FRACTION,
+                 model: ModelLabels | None = None) -> Dataset:
     """Load `source` ("mnist5k" | "cifar10:PATH" | an ImageFolder PATH) and split it deterministically.
 
     `val_fraction` of every class goes to validation (CIFAR-10 validates on its own test batch instead).
@@ -137,6 +153,10 @@ def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image:
 
     mnist5k keeps its native 28 px and CIFAR-10 its 32 px; ImageFolder images are resized to
     `image_size` (the largest resolution of the space). Raises UserInputError on bad input.
+
+    `model` = (label names, mean, std) of a supernet trained elsewhere (an ImageFolder only): each
+    sub-folder must be one of its labels and gets that label's index; mean/std are the model's; the
+    split may leave train empty (nothing trains on it).
     """
     if on_bad_image not in ON_BAD_IMAGE_CHOICES:
         raise UserInputError(f"on_bad_image: got {on_bad_image!r}; allowed: {list(ON_BAD_IMAGE_CHOICES)}")
@@ -152,18 +172,23 @@ def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image:
         test_idx = _mixed(torch.arange(test_start, len(labels)), torch.Generator().manual_seed(seed))
         pool = (train_idx, test_idx, calib_idx)
     else:
-        images, labels, names, skipped = _load_image_folder(Path(source), image_size, on_bad_image)
-        pool = _stratified_split(labels, seed, val_fraction)
+        images, labels, names, skipped = _load_image_folder(Path(source), image_size, on_bad_image,
+                                                            None if model is None else model[0])
+        pool = _stratified_split(labels, seed, val_fraction, calib_fraction)
+    if model is not None and (source == MNIST_SOURCE or source.startswith(CIFAR_PREFIX)):
+        raise UserInputError(f"data: {source}: a supernet with its own labels takes an ImageFolder whose "
+                             f"sub-folders are named after its labels")
     train_idx, val_idx, calib_idx = pool
-    if len(train_idx) == 0 or len(val_idx) == 0 or len(calib_idx) == 0:
+    if (len(train_idx) == 0 and model is None) or len(val_idx) == 0 or len(calib_idx) == 0:
         raise UserInputError(
             f"{source}: too few images to split into train/val/calib "
             f"({len(train_idx)}/{len(val_idx)}/{len(calib_idx)}); give each class at least 3 images"
         )
     train = Split(images[train_idx].contiguous(), labels[train_idx].contiguous())
-    mean, std = _channel_stats(train.images)
+    mean, std = _channel_stats(train.images) if model is None else (model[1], model[2])
     info = DataInfo(source=source, class_names=names, mean=mean, std=std, image_size=int(images.shape[-1]),
-                    split_seed=seed, val_fraction=val_fraction, on_bad_image=on_bad_image)
+                    split_seed=seed, val_fraction=val_fraction, on_bad_image=on_bad_image,
+                    model_labels=model is not None, calib_fraction=calib_fraction)
     return Dataset(
         info=info,
         train=train,
@@ -174,10 +199,10 @@ def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image:
 
 
 # ----- splitting ----------------------------------------------------------------------------------
-def _stratified_split(labels: torch.Tensor, seed: int,
-                      val_fraction: float = VAL_FRACTION) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per class: shuffle with `seed`, take `val_fraction` to val, CALIB_FRACTION to calib, rest to train.
-    Classes with >= 3 images put at least one image in each split."""
+def _stratified_split(labels: torch.Tensor, seed: int, val_fraction: float = VAL_FRACTION,
+                      calib_fraction: float = CALIB_FRACTION) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per class: shuffle with `seed`, take `val_fraction` to val, `calib_fraction` to calib, rest to train.
+    Classes with >= 3 images put at least one image in each split (val and calib when they take it all)."""
     gen = torch.Generator().manual_seed(seed)
     parts: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
     for cls in torch.unique(labels).tolist():
@@ -185,7 +210,7 @@ def _stratified_split(labels: torch.Tensor, seed: int,
         idx = idx[torch.randperm(len(idx), generator=gen)]
         n = len(idx)
         n_val = max(1, round(n * val_fraction)) if n >= 3 else 0
-        n_calib = max(1, round(n * CALIB_FRACTION)) if n >= 3 else 0
+        n_calib = min(n - n_val, max(1, round(n * calib_fraction))) if n >= 3 else 0
         parts[1].append(idx[:n_val])
         parts[2].append(idx[n_val:n_val + n_calib])
         parts[0].append(idx[n_val + n_calib:])
@@ -272,9 +297,10 @@ def _read_pickle(path: Path) -> dict:
 
 
 def _load_image_folder(
-    root: Path, image_size: int, on_bad_image: OnBadImage
+    root: Path, image_size: int, on_bad_image: OnBadImage, model_labels: Sequence[str] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, list[str], tuple[str, ...]]:
-    """One sub-folder per class; any PIL-readable mode converted to RGB and resized to `image_size`."""
+    """One sub-folder per class; any PIL-readable mode converted to RGB and resized to `image_size`.
+    With `model_labels` a sub-folder's label is the index of its name there (any subset, even one class)."""
     from PIL import Image, UnidentifiedImageError
 
     if not root.exists():
@@ -282,7 +308,15 @@ def _load_image_folder(
     if not root.is_dir():
         raise UserInputError(f"data: {root}: not a folder (an ImageFolder has one sub-folder per class)")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(class_dirs) < 2:
+    if model_labels is not None:
+        index = {name: i for i, name in enumerate(model_labels)}
+        unknown = [p.name for p in class_dirs if p.name not in index]
+        if unknown or not class_dirs:
+            raise UserInputError(
+                f"data: {root}: sub-folder(s) {unknown[:5] or '(none)'} are not labels of this supernet; name each "
+                f"sub-folder after one of its {len(index)} labels (e.g. {list(model_labels)[:3]}; "
+                f"set them with --labels FILE at import)")
+    elif len(class_dirs) < 2:
         raise UserInputError(
             f"data: {root}: found {len(class_dirs)} class sub-folder(s); a classifier needs at least 2 "
             f"(one sub-folder per class, images inside)"
@@ -310,12 +344,13 @@ def _load_image_folder(
                 skipped.append(str(path))
                 continue
             arrays.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
-            labels.append(cls)
+            labels.append(cls if model_labels is None else index[folder.name])
             n_ok += 1
         if n_ok == 0:
             raise UserInputError(f"data: class folder {folder} has no readable images (skipped: {len(files)})")
     images = torch.from_numpy(np.stack(arrays))
-    return images, torch.tensor(labels, dtype=torch.int64), [p.name for p in class_dirs], tuple(skipped)
+    names = [p.name for p in class_dirs] if model_labels is None else list(model_labels)
+    return images, torch.tensor(labels, dtype=torch.int64), names, tuple(skipped)
 
 
 def _to_rgb(img):  # PIL.Image.Image -> PIL.Image.Image

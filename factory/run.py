@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from exports.files import atomic_write_text, atomic_writer, sha256_file
 from factory.errors import UserInputError, parse_text_file
+from supernets.space import space_from_record, space_record
 
 if TYPE_CHECKING:
     from factory.data import DataInfo, Dataset
@@ -70,7 +71,7 @@ class Run:
 def load_run(path: str | Path) -> Run:
     """Read a run folder; UserInputError naming the file when something is missing or corrupt."""
     from factory.data import DataInfo
-    from supernets import Supernet, get_space
+    from supernets import Supernet
 
     root = Path(path)
     if not root.is_dir():
@@ -79,7 +80,7 @@ def load_run(path: str | Path) -> Run:
     blob = read_supernet_file(root / SUPERNET_FILE)
     sp = blob["space"]
     try:
-        space = get_space(sp["name"], phi=float(sp["phi"]), sampling=sp["sampling"])
+        space = space_from_record(sp)
         net = Supernet(space, int(blob["num_classes"]), dropout=float(blob.get("dropout", 0.1)))
         net.load_state_dict(blob["state_dict"])
     except (KeyError, ValueError, RuntimeError) as exc:
@@ -145,7 +146,7 @@ def save_supernet(net: Supernet, space: SearchSpace, path: Path) -> None:
     blob = {
         "format": SUPERNET_FORMAT,
         "version": SUPERNET_VERSION,
-        "space": {"name": space.name, "phi": float(space.spec.phi), "sampling": space.sampling},
+        "space": space_record(space),
         "num_classes": net.num_classes,
         "dropout": dropout,
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},

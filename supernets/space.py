@@ -76,21 +76,29 @@ class SpaceSpec:
     resolutions: tuple[int, ...]
     in_channels: int = 3
     phi: float = 0.0
+    width: float = 1.0
 
 
-def scale_spec(spec: SpaceSpec, phi: float) -> SpaceSpec:
+WIDTH_CHOICES = (1.0, 1.2)  # OFA's published MobileNetV3 supernets: ofa_mbv3_d234_e346_k357_w1.0 / _w1.2
+
+
+def scale_spec(spec: SpaceSpec, phi: float, width: float = 1.0) -> SpaceSpec:
     """EfficientNet compound scaling: depth x1.2^phi, width x1.1^phi (multiples of 8),
-    resolution x1.15^phi (multiples of 4). Pure: returns a new spec."""
+    resolution x1.15^phi (multiples of 4). `width` is OFA's width multiplier, a property of the space
+    separate from phi: every channel count x width, rounded once with phi's factor (for phi = 0 this is
+    exactly OFA's `make_divisible(base * width_mult, 8)`). Pure: returns a new spec."""
     if phi < 0:
         raise ValueError(f"phi: must be >= 0, got {phi}")
-    if phi == 0:
+    if width <= 0:
+        raise ValueError(f"width: must be > 0, got {width}")
+    if phi == 0 and width == 1.0:
         return spec
-    width = WIDTH_COEFF**phi
+    channel_factor = width * WIDTH_COEFF**phi
     depth = DEPTH_COEFF**phi
     res = RESOLUTION_COEFF**phi
 
     def channels(c: int) -> int:
-        return make_divisible(c * width)
+        return make_divisible(c * channel_factor)
 
     def depths(choices: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(sorted({math.ceil(d * depth) for d in choices}))
@@ -108,6 +116,7 @@ def scale_spec(spec: SpaceSpec, phi: float) -> SpaceSpec:
         feature_mix_channels=channels(spec.feature_mix_channels),
         resolutions=tuple(sorted({make_divisible(r * res, RESOLUTION_DIVISOR) for r in spec.resolutions})),
         phi=phi,
+        width=width,
     )
 
 
@@ -125,7 +134,7 @@ _IMAGENET = SpaceSpec(
     ),
     final_expand_channels=960,
     feature_mix_channels=1280,
-    resolutions=(128, 160, 192, 224),
+    resolutions=tuple(range(128, 225, 4)),  # OFA's 128-224 px in steps of 4
 )
 
 # Small inputs (20-32 px): the ImageNet layout with narrower late stages and head. Its total stride
@@ -144,6 +153,7 @@ _SMALL = replace(
     feature_mix_channels=512,
     resolutions=(20, 24, 28, 32),
 )
+ANCHOR_RESOLUTIONS = 4  # see SearchSpace.anchor_resolutions
 
 SPACES: dict[str, SpaceSpec] = {"small": _SMALL, "ofa_mbv3": _IMAGENET}
 DEFAULT_SPACE = "small"
@@ -182,6 +192,29 @@ class SearchSpace:
     @property
     def resolutions(self) -> tuple[int, ...]:
         return self.spec.resolutions
+
+    @cached_property
+    def anchor_resolutions(self) -> tuple[int, ...]:
+        """At most ANCHOR_RESOLUTIONS evenly spaced resolutions (min and max included; all of them when the
+        space has that few). Where something is kept per resolution (hand-scaled baselines, the predictor's
+        per-resolution features, the latency model's fixed part, sampling strata), a space with OFA's 25
+        resolutions keeps it per anchor and interpolates in between, so its cost does not grow 6x."""
+        res = self.resolutions
+        if len(res) <= ANCHOR_RESOLUTIONS:
+            return res
+        picks = [res[round(i * (len(res) - 1) / (ANCHOR_RESOLUTIONS - 1))] for i in range(ANCHOR_RESOLUTIONS)]
+        return tuple(dict.fromkeys(picks))
+
+    def anchor_weights(self, resolution: int, power: float = 1.0) -> dict[int, float]:
+        """Linear interpolation weights of `resolution` between its two neighbouring anchors, in
+        resolution**power (power 2: work that grows with the feature-map area)."""
+        anchors = self.anchor_resolutions
+        if resolution in anchors:
+            return {resolution: 1.0}
+        hi = next(a for a in anchors if a > resolution)
+        lo = anchors[anchors.index(hi) - 1]
+        t = (resolution**power - lo**power) / (hi**power - lo**power)
+        return {lo: 1.0 - t, hi: t}
 
     @property
     def num_slots(self) -> int:
@@ -236,7 +269,7 @@ class SearchSpace:
         never ships something a hand-scaled network beats on the same measurement."""
         common = [sorted(set.intersection(*(set(getattr(st, f)) for st in self.stages)))
                   for f in ("depth_choices", "kernel_choices", "expand_choices")]
-        return [self.uniform(r, d, k, e) for r in self.resolutions for d in common[0] for k in common[1]
+        return [self.uniform(r, d, k, e) for r in self.anchor_resolutions for d in common[0] for k in common[1]
                 for e in common[2]]
 
     def sample(self, rng: random.Random) -> ArchConfig:
@@ -362,6 +395,7 @@ class SearchSpace:
         return {
             "name": sp.name,
             "phi": sp.phi,
+            "width": sp.width,
             "sampling": self.sampling,
             "resolutions": list(sp.resolutions),
             "stem": {"channels": sp.stem_channels, "stride": sp.stem_stride},
@@ -386,8 +420,21 @@ class SearchSpace:
         }
 
 
-def get_space(name: str = DEFAULT_SPACE, phi: float = 0.0, sampling: SamplingMode = "independent") -> SearchSpace:
-    """A named space, compound-scaled by `phi`."""
+def get_space(name: str = DEFAULT_SPACE, phi: float = 0.0, sampling: SamplingMode = "independent",
+              width: float = 1.0) -> SearchSpace:
+    """A named space, compound-scaled by `phi`, channels times OFA's width multiplier `width`."""
     if name not in SPACES:
         raise ValueError(f"space: unknown name {name!r}; allowed: {sorted(SPACES)}")
-    return SearchSpace(scale_spec(SPACES[name], phi), sampling=sampling)
+    return SearchSpace(scale_spec(SPACES[name], phi, width), sampling=sampling)
+
+
+def space_record(space: SearchSpace) -> dict:
+    """What run folders, predictors and tables record to rebuild `space` (`space_from_record`)."""
+    return {"name": space.name, "phi": float(space.spec.phi), "sampling": space.sampling,
+            "width": float(space.spec.width)}
+
+
+def space_from_record(record: dict) -> SearchSpace:
+    """Inverse of `space_record`; records written before the width multiplier existed mean width 1.0."""
+    return get_space(record["name"], phi=float(record["phi"]), sampling=record.get("sampling", "independent"),
+                     width=float(record.get("width", 1.0)))

@@ -27,7 +27,7 @@ def latency_feature_names(space: SearchSpace) -> list[str]:
     kernels = sorted({k for s in space.stages for k in s.kernel_choices})
     per_stage = [f"{what}_stage{s}" for s in range(len(space.stages))
                  for what in ("blocks", "pointwise_mmacs", "depthwise_mmacs", "hidden_kelements")]
-    return ([f"fixed_res{r}" for r in space.resolutions] + per_stage
+    return ([f"fixed_res{r}" for r in space.anchor_resolutions] + per_stage
             + [f"depthwise_k{k}_mmacs" for k in kernels])
 
 
@@ -51,9 +51,12 @@ def latency_block_features(space: SearchSpace, key: BlockKey) -> np.ndarray:
 
 
 def latency_fixed_features(space: SearchSpace, resolution: int) -> np.ndarray:
+    """One-hot of the resolution; between anchor resolutions (OFA's 25 sizes) interpolated in
+    resolution^2, as the stem's and head's work grows with the feature-map area."""
     names = latency_feature_names(space)
     f = np.zeros(len(names))
-    f[names.index(f"fixed_res{resolution}")] = 1.0
+    for anchor, weight in space.anchor_weights(resolution, power=2).items():
+        f[names.index(f"fixed_res{anchor}")] = weight
     return f
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from supernets.arch import ArchConfig
 from supernets.cost import cost
-from supernets.space import SearchSpace, get_space
+from supernets.space import SearchSpace, space_from_record
 from targets.profile import TargetProfile
 from targets.size import BYTES_PER_MB
 from targets.table import LatencyTable, LatencyTableError, settings_differences
@@ -120,7 +120,7 @@ class LatencyModel:
 
 def _space_of(table: LatencyTable) -> SearchSpace:
     try:
-        return get_space(table.space["name"], phi=float(table.space["phi"]))
+        return space_from_record(table.space)
     except (KeyError, ValueError) as exc:
         raise LatencyTableError(f"table space {table.space!r} is unknown here ({exc})") from None
 

@@ -34,7 +34,14 @@ from supernets.arch import ArchConfig
 from supernets.space import SearchSpace
 from targets.profile import TargetProfile
 from targets.size import exported_size_bytes
-from targets.table import LatencyTable, LatencyTableError, Measurement, fit_table, space_settings
+from targets.table import (
+    LatencyTable,
+    LatencyTableError,
+    Measurement,
+    fit_table,
+    recorded_space_value,
+    space_settings,
+)
 
 MANIFEST_SCHEMA = 1
 # Probe models per runtime: enough for the ~15-coefficient fit, few enough for the conversion cost
@@ -269,7 +276,7 @@ def import_results(profile: TargetProfile, results_path: Path, space: SearchSpac
         raise LatencyTableError(f"{results_path}: not a runner RESULTS.json ({type(exc).__name__}: {exc})") from None
     _check_results(profile, results, str(results_path))
     run_space = space_settings(space)
-    bundle_space = {k: manifest["space"].get(k) for k in run_space}
+    bundle_space = {k: recorded_space_value(manifest["space"], k) for k in run_space}
     if bundle_space != run_space or int(manifest["num_classes"]) != num_classes:
         raise LatencyTableError(f"{results_path}: measured for space {bundle_space} with {manifest['num_classes']} "
                                 f"classes, but the run has space {run_space} with {num_classes} classes")

@@ -134,7 +134,14 @@ class LatencyTable:
 
 # ----- settings ----------------------------------------------------------------------------------------
 def space_settings(space: SearchSpace) -> dict[str, Any]:
-    return {"name": space.name, "phi": space.spec.phi, "resolutions": list(space.resolutions)}
+    return {"name": space.name, "phi": space.spec.phi, "width": space.spec.width,
+            "resolutions": list(space.resolutions)}
+
+
+def recorded_space_value(recorded: dict[str, Any], key: str) -> Any:
+    """A space setting as a table or bundle recorded it; those written before the width multiplier existed
+    were all width 1.0."""
+    return recorded.get(key, 1.0 if key == "width" else None)
 
 
 def profile_settings(profile: Any) -> dict[str, Any]:
@@ -152,8 +159,9 @@ def settings_differences(table: LatencyTable, profile: Any, space: SearchSpace |
             diffs.append(f"{key}: table has {table.settings.get(key)!r}, target {profile.name!r} wants {value!r}")
     if space is not None:
         for key, value in space_settings(space).items():
-            if table.space.get(key) != value:
-                diffs.append(f"space.{key}: table has {table.space.get(key)!r}, the run has {value!r}")
+            if recorded_space_value(table.space, key) != value:
+                diffs.append(f"space.{key}: table has {recorded_space_value(table.space, key)!r}, "
+                             f"the run has {value!r}")
     if num_classes is not None and table.num_classes != num_classes:
         diffs.append(f"num_classes: table has {table.num_classes}, the run has {num_classes}")
     for key, value in (machine or {}).items():

@@ -63,16 +63,18 @@ def resolution_stage_features(space: SearchSpace, archs: Sequence[ArchConfig]) -
     the arch's resolution (zeros elsewhere). Why: what a kernel is worth depends on the input size, an
     interaction a one-hot encoding only learns from many more samples."""
     n_stages = len(space.stages)
-    res_index = {r: i for i, r in enumerate(space.resolutions)}
-    out = np.zeros((len(archs), len(space.resolutions), 3, n_stages), dtype=np.float32)
+    res_index = {r: i for i, r in enumerate(space.anchor_resolutions)}
+    out = np.zeros((len(archs), len(res_index), 3, n_stages), dtype=np.float32)
     slots = [list(space.stage_slots(st)) for st in range(n_stages)]
     for i, a in enumerate(archs):
-        block = out[i, res_index[a.resolution]]
+        summary = np.zeros((3, n_stages), dtype=np.float32)
         for st in range(n_stages):
             active = slots[st][: a.depths[st]]
-            block[0, st] = sum(a.kernel_sizes[j] for j in active) / (7.0 * len(active))
-            block[1, st] = sum(a.expand_ratios[j] for j in active) / (6.0 * len(active))
-            block[2, st] = a.depths[st] / 4.0
+            summary[0, st] = sum(a.kernel_sizes[j] for j in active) / (7.0 * len(active))
+            summary[1, st] = sum(a.expand_ratios[j] for j in active) / (6.0 * len(active))
+            summary[2, st] = a.depths[st] / 4.0
+        for anchor, weight in space.anchor_weights(a.resolution).items():  # between anchors: interpolated
+            out[i, res_index[anchor]] += weight * summary
     return out.reshape(len(archs), -1)
 
 

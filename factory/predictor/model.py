@@ -19,7 +19,7 @@ from factory.errors import UserInputError
 from factory.predictor.features import predictor_features
 from factory.run import atomic_torch_save
 from supernets.arch import ArchConfig
-from supernets.space import SearchSpace
+from supernets.space import SearchSpace, space_record
 
 PREDICTOR_FILE = "predictor.pt"
 PREDICTOR_VERSION = 3  # 2: cost features + ridge member; 3: resolution x stage interaction features
@@ -65,7 +65,7 @@ class AccuracyPredictor:
 
         blob = {
             "version": PREDICTOR_VERSION,
-            "space": {"name": self.space.name, "phi": self.space.spec.phi, "sampling": self.space.sampling},
+            "space": space_record(self.space),
             "layers": [[(torch.from_numpy(w), torch.from_numpy(b)) for w, b in m] for m in self.layers],
             "target_mean": self.target_mean,
             "target_std": self.target_std,
@@ -93,9 +93,8 @@ def load_predictor(run_dir: Path, space: SearchSpace, checkpoint_sha256: str | N
     if blob.get("version") != PREDICTOR_VERSION:
         raise UserInputError(f"{path}: version {blob.get('version')!r}, expected {PREDICTOR_VERSION}; refit it")
     sp = blob["space"]
-    if (sp["name"], float(sp["phi"]), sp["sampling"]) != (space.name, float(space.spec.phi), space.sampling):
-        raise UserInputError(f"{path}: fitted for space {sp}, but the run's space is "
-                             f"{space.name!r} phi={space.spec.phi} sampling={space.sampling!r}; refit it")
+    if {**sp, "width": float(sp.get("width", 1.0))} != space_record(space):
+        raise UserInputError(f"{path}: fitted for space {sp}, but the run's space is {space_record(space)}; refit it")
     meta = dict(blob.get("meta", {}))
     if checkpoint_sha256 and meta.get("checkpoint_sha256") not in (None, checkpoint_sha256):
         raise UserInputError(f"{path}: fitted on another supernet checkpoint (sha256 "

@@ -36,8 +36,11 @@ def stratified_archs(space: SearchSpace, n: int, rng: random.Random, num_classes
     # one: a fit can stop early and reuse every measurement.
     pool = list(dict.fromkeys(space.canonical(space.sample(rng)) for _ in range(max(5000, 10 * n))))
     cells: list[list[ArchConfig]] = []
-    for res in space.resolutions:
-        members = sorted((a for a in pool if a.resolution == res), key=lambda a: cost(space, a, num_classes).macs)
+    anchors = space.anchor_resolutions
+    nearest = {r: min(anchors, key=lambda a: abs(a - r)) for r in space.resolutions}
+    for anchor in anchors:
+        members = sorted((a for a in pool if nearest[a.resolution] == anchor),
+                         key=lambda a: cost(space, a, num_classes).macs)
         for i in range(size_bins):
             cell = members[i * len(members) // size_bins : (i + 1) * len(members) // size_bins]
             rng.shuffle(cell)
