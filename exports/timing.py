@@ -52,6 +52,9 @@ DEFAULT_REPEATS = 50
 DEFAULT_ROUNDS = 15  # fewer rounds made 2-thread tables swing from one measurement to the next
 CONTENTION_RATIO = 1.5  # T-thread vs 1-thread median of the same model above this = a contended round
 DEFAULT_PATIENCE_S = 60.0  # how long contended rounds are waited out (longest contention seen here: ~49 s)
+ROUND_TARGET_MS = 60.0  # a runner's timed runs per round are capped at about this much time (see _run_plan)
+MIN_REPEATS = 5
+PLAN_CALLS = 2  # untimed calls per runner before the rounds: one to initialise, one to size the plan
 KERNEL_PREFERENCE = 0.05  # builtin TFLite kernels ship only when >5% faster than the default delegate
 
 Runner = Callable[[], object]
@@ -206,6 +209,22 @@ def is_contended(canary: Canary, warmup: int = 5, repeats: int = 30) -> bool:
     return many > CONTENTION_RATIO * one
 
 
+def _run_plan(runners: Sequence[Runner], warmup: int, repeats: int) -> list[tuple[int, int]]:
+    """(warm-up, timed runs) per round for each runner: `repeats` while that fits in ROUND_TARGET_MS, fewer
+    (at least MIN_REPEATS) for slower models, so a table of 224-px models that take 10-100 ms each is timed
+    in minutes instead of an hour; sub-millisecond models keep the full plan."""
+    plan = []
+    for run in runners:
+        for _ in range(PLAN_CALLS - 1):
+            run()  # lazy initialisation, not timed
+        start = time.perf_counter_ns()
+        run()
+        ms = (time.perf_counter_ns() - start) / 1e6
+        timed = max(MIN_REPEATS, min(repeats, int(ROUND_TARGET_MS / max(ms, 1e-3))))
+        plan.append((max(2, min(warmup, timed // 5)) if timed < repeats else warmup, timed))
+    return plan
+
+
 def time_interleaved(runners: Sequence[Runner], *, warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
                      rounds: int = DEFAULT_ROUNDS, seed: int = 0, progress: Callable[[int], None] | None = None,
                      canary: Canary | None = None, min_clean: int | None = None,
@@ -217,6 +236,7 @@ def time_interleaved(runners: Sequence[Runner], *, warmup: int = DEFAULT_WARMUP,
     per_round: list[tuple[bool, list[np.ndarray]]] = []
     order = list(range(len(runners)))
     deadline: float | None = None
+    plan = _run_plan(runners, warmup, repeats)
     while True:
         clean = sum(ok for ok, _ in per_round)
         if len(per_round) >= rounds:
@@ -230,7 +250,7 @@ def time_interleaved(runners: Sequence[Runner], *, warmup: int = DEFAULT_WARMUP,
         contended = canary is not None and is_contended(canary)
         figures: list[np.ndarray] = [np.empty(0)] * len(runners)
         for i in order:
-            figures[i] = _timed_runs(runners[i], warmup, repeats)
+            figures[i] = _timed_runs(runners[i], *plan[i])
         contended = contended or (canary is not None and is_contended(canary))
         per_round.append((not contended, figures))
         if progress is not None and len(per_round) <= rounds:

@@ -9,6 +9,8 @@ key, the bad value and what is allowed, so `factory targets validate FILE` can p
     precision = "int8"          # fp32 | fp16 | int8
     threads = 1                 # >= 1
     batch = 1                   # >= 1
+    space = "small"             # optional: the space the budgets are sized for (`--targets all` on a run
+                                # of another space skips it); omitted = any
     [constraints]               # every budget optional, > 0; min_accuracy in (0, 1]
     latency_p50_ms = 0.5
     latency_p95_ms = 0.8
@@ -39,7 +41,7 @@ RUNTIMES: tuple[str, ...] = tuple(exports.RUNTIMES)  # derived from exports.FORM
 PRECISIONS: tuple[str, ...] = exports.PRECISIONS
 LATENCY_SOURCES: tuple[str, ...] = ("measure", "import")
 
-_TOP_KEYS = ("name", "description", "runtime", "precision", "threads", "batch", "constraints", "latency")
+_TOP_KEYS = ("name", "description", "runtime", "precision", "threads", "batch", "space", "constraints", "latency")
 _REQUIRED = ("name", "runtime", "precision")
 _CONSTRAINT_KEYS = BUDGET_NAMES
 _LATENCY_KEYS = ("source", "table")
@@ -64,6 +66,10 @@ class TargetProfile:
     latency_source: LatencySource = "measure"
     latency_table: Path | None = None
     source_file: Path | None = None
+    space: str | None = None  # the search space its budgets are sized for; None = any
+
+    def suits(self, space_name: str) -> bool:
+        return self.space is None or self.space == space_name
 
     @property
     def format(self) -> str:
@@ -84,6 +90,7 @@ class TargetProfile:
             "precision": self.precision,
             "threads": self.threads,
             "batch": self.batch,
+            "space": self.space,
             "constraints": self.constraints.to_dict(),
             "latency": {"source": self.latency_source,
                         **({"table": str(self.latency_table)} if self.latency_table else {})},
@@ -165,6 +172,7 @@ def parse_profile(data: dict[str, Any], origin: str = "<profile>", base_dir: Pat
     precision = _string(data, "precision", origin, PRECISIONS)
     threads = _positive_int(data, "threads", origin)
     batch = _positive_int(data, "batch", origin)
+    space = _string(data, "space", origin, _space_names(), default=None) if "space" in data else None
     for section in ("constraints", "latency"):
         if section in data and not isinstance(data[section], dict):
             raise ProfileError(f"{_where(origin, section)}: {data[section]!r} is not allowed; expected a table "
@@ -178,7 +186,13 @@ def parse_profile(data: dict[str, Any], origin: str = "<profile>", base_dir: Pat
     table = _table(lat, "table", origin, base_dir)
     return TargetProfile(name=name, description=description, runtime=runtime, precision=precision,  # type: ignore[arg-type]
                          threads=threads, batch=batch, constraints=constraints,
-                         latency_source=source, latency_table=table)  # type: ignore[arg-type]
+                         latency_source=source, latency_table=table, space=space)  # type: ignore[arg-type]
+
+
+def _space_names() -> tuple[str, ...]:
+    from supernets.space import SPACES
+
+    return tuple(sorted(SPACES))
 
 
 def load_profile(path: str | Path) -> TargetProfile:

@@ -12,7 +12,15 @@ import time
 import numpy as np
 import pytest
 
-from exports.timing import CONTENTION_RATIO, is_contended, measure_latency, summarize_rounds, time_interleaved
+from exports.timing import (
+    CONTENTION_RATIO,
+    MIN_REPEATS,
+    PLAN_CALLS,
+    is_contended,
+    measure_latency,
+    summarize_rounds,
+    time_interleaved,
+)
 
 WARMUP, REPEATS = 1, 5
 FAST_S, SLOW_S = 0.001, 0.003  # a model's run: quiet machine / contended machine
@@ -51,7 +59,7 @@ def test_is_contended_compares_many_threads_with_one():
 
 def test_contended_rounds_are_set_aside_and_more_rounds_timed():
     per_round = WARMUP + REPEATS
-    host = Host(contended_model_calls=2 * per_round)  # the first two rounds run contended
+    host = Host(contended_model_calls=PLAN_CALLS + 2 * per_round)  # the first two rounds run contended
     timed = time_interleaved([host.model], warmup=WARMUP, repeats=REPEATS, rounds=3, min_clean=2,
                              canary=(host.canary_many_threads, host.canary_one_thread), patience_s=30)
     assert timed.contended_rounds == 2
@@ -80,7 +88,7 @@ def test_single_thread_timing_takes_exactly_the_planned_rounds():
 
 
 def test_p50_is_the_median_of_all_runs_not_the_best_round():
-    host = Host(contended_model_calls=WARMUP + REPEATS)  # the first round runs slow (3 ms), the second quick
+    host = Host(contended_model_calls=PLAN_CALLS + WARMUP + REPEATS)  # round 1 slow (3 ms), round 2 quick
     timed = time_interleaved([host.model], warmup=WARMUP, repeats=REPEATS, rounds=2)
     (p50, p95), = timed.timings
     # pooled: 5 runs at ~3 ms and 5 at ~1 ms -> median ~2 ms; the lowest round median would say ~1 ms
@@ -114,3 +122,19 @@ def test_measure_latency_times_a_real_onnx_file_once_in_recorded_settings(tmp_pa
         assert lat.rounds == 2  # exactly the planned rounds: nothing is re-timed, whatever the figure
     assert lat.settings["intra_op_num_threads"] == threads and lat.settings["runtime"] == "onnxruntime"
     assert lat.to_dict()["contended_rounds"] == lat.contended_rounds
+
+
+def test_slow_models_get_fewer_timed_runs_per_round_fast_ones_the_full_plan():
+    calls = {"slow": 0, "fast": 0}
+
+    def slow() -> None:  # a 224-px model: 20 ms
+        calls["slow"] += 1
+        time.sleep(0.020)
+
+    def fast() -> None:  # a 28-px model: 0.5 ms
+        calls["fast"] += 1
+        time.sleep(0.0005)
+
+    time_interleaved([slow, fast], warmup=10, repeats=50, rounds=2)
+    assert calls["slow"] == PLAN_CALLS + 2 * (2 + MIN_REPEATS)  # 60 ms a round: the minimum, 2 warm-up runs
+    assert calls["fast"] == PLAN_CALLS + 2 * (10 + 50)

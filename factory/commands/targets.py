@@ -33,7 +33,9 @@ def _space_and_classes(run_dir: str) -> tuple[Any, int]:
 def _summary_line(p: Any) -> str:
     c = p.constraints.to_dict()
     budgets = ", ".join(f"{k}={v:g}" for k, v in c.items()) or "no budgets"
-    return (f"{p.name:<16} {p.runtime:<12} {p.precision:<5} {p.threads:>7}  {p.latency_source:<8} {budgets}")
+    return (f"{p.name:<18} {p.space or 'any':<9} {p.runtime:<12} {p.precision:<5} {p.threads:>7}  "
+            f"{p.latency_source:<8} "
+            f"{budgets}")
 
 
 @click.group()
@@ -51,7 +53,7 @@ def list_targets(as_json: bool) -> None:
     if as_json:
         print_json([p.to_dict() for p in profiles.values()])
         return
-    click.echo(f"{'name':<16} {'runtime':<12} {'prec':<5} {'threads':>7}  {'latency':<8} budgets")
+    click.echo(f"{'name':<18} {'space':<9} {'runtime':<12} {'prec':<5} {'threads':>7}  {'latency':<8} budgets")
     for p in profiles.values():
         click.echo(_summary_line(p))
 

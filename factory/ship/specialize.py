@@ -46,12 +46,14 @@ class SpecializeOptions:
     sign_key: Path | None = None  # EC private key (PEM): every package is signed (exports.signing)
 
 
-def resolve_targets(spec: str) -> list[TargetProfile]:
-    """'all' = every built-in target measurable on this machine; else comma-separated names or TOML paths."""
+def resolve_targets(spec: str, space_name: str | None = None) -> list[TargetProfile]:
+    """'all' = every built-in target measurable on this machine whose budgets are sized for the run's
+    space (28-px digits or 224-px ImageNet-class); else comma-separated names or TOML paths."""
     from targets.profile import ProfileError, builtin_profiles, get_profile
 
     if spec.strip() == "all":
-        return [p for p in builtin_profiles().values() if p.measurable_here]
+        return [p for p in builtin_profiles().values()
+                if p.measurable_here and (space_name is None or p.suits(space_name))]
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
         raise UserInputError("--targets: empty; give 'all' or comma-separated target names / profile files")
@@ -200,7 +202,7 @@ def specialize(run_dir: str | Path, targets: str, out_dir: str | Path, options: 
     options = options or SpecializeOptions()
     say = say or (lambda _m: None)
     run = load_run(run_dir)
-    profiles = resolve_targets(targets)
+    profiles = resolve_targets(targets, run.space.name)
     predictor = ensure_predictor(run, options.predictor_samples, say, tracker)
     tracker.log_params({"run": str(run.path), "supernet_sha256": run.checkpoint_sha256, "targets": targets,
                         "search": asdict(options)})
