@@ -156,7 +156,7 @@ def main() -> int:
 
     torch.set_num_threads(1)
     run = load_run(args.run)
-    profiles = [p for p in builtin_profiles().values() if p.measurable_here]
+    profiles = [p for p in builtin_profiles().values() if p.measurable_here and p.suits(run.space.name)]
     if args.targets:
         wanted = args.targets.split(",")
         profiles = [p for p in profiles if p.name in wanted]

@@ -42,7 +42,8 @@ class SpecializeOptions:
     seed: int = 0
     verify_top: int = 3
     latency_repeats: int = 200  # the gate's timed runs per file it times itself (not when the pick timed it)
-    predictor_samples: int = 400  # sub-networks measured to fit the accuracy predictor when the run has none
+    # sub-networks measured to fit the accuracy predictor when the run has none (None: the space's default)
+    predictor_samples: int | None = None
     sign_key: Path | None = None  # EC private key (PEM): every package is signed (exports.signing)
 
 
@@ -66,14 +67,14 @@ def resolve_targets(spec: str, space_name: str | None = None) -> list[TargetProf
 def ensure_predictor(run: Run, samples: int, say: Say, tracker: Tracker | None = None) -> AccuracyPredictor:
     """The run's accuracy predictor, fitted first (with progress) when the run has none: a search without
     one would measure every candidate."""
-    from factory.predictor.fit import fit_predictor
+    from factory.predictor.fit import default_holdout, fit_predictor
     from factory.predictor.model import load_predictor
 
     predictor = load_predictor(run.path, run.space, run.checkpoint_sha256)
     if predictor is not None:
         say(f"reusing the accuracy predictor in {run.path}")
         return predictor
-    holdout = min(50, max(10, samples // 4))
+    holdout = default_holdout(samples)
     say(f"no accuracy predictor in {run.path}: fitting one on {samples} measured sub-networks ({holdout} held "
         f"out) and the uniformly scaled ones (as `factory predictor fit --run {run.path}` does)")
     report = fit_predictor(run.path, samples=samples, holdout=holdout, progress=True)
@@ -203,7 +204,9 @@ def specialize(run_dir: str | Path, targets: str, out_dir: str | Path, options: 
     say = say or (lambda _m: None)
     run = load_run(run_dir)
     profiles = resolve_targets(targets, run.space.name)
-    predictor = ensure_predictor(run, options.predictor_samples, say, tracker)
+    from factory.predictor.fit import default_samples
+
+    predictor = ensure_predictor(run, options.predictor_samples or default_samples(run.space.name), say, tracker)
     tracker.log_params({"run": str(run.path), "supernet_sha256": run.checkpoint_sha256, "targets": targets,
                         "search": asdict(options)})
     out = Path(out_dir)
