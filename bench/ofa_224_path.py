@@ -95,11 +95,11 @@ def main() -> None:
     for manifest in sorted(dist.glob("*/*/manifest.json")):
         m = json.loads(manifest.read_text())
         f = m["files"][0]
-        fig = m["metrics"]["files"][f["path"]]
+        fig = m["metrics"]["files"][f["path"]]  # size_bytes: every file of the format (.xml + .bin)
         p50, parity = fig.get("latency_p50_ms", float("nan")), fig.get("relative_diff", float("nan"))
         print(f"    shipped {manifest.parent.relative_to(dist)}: r{m['arch']['resolution']}, "
               f"{m['metrics']['macs'] / 1e6:.0f} MMACs, {f['format']} {f['precision']}, "
-              f"{f['size_bytes'] / 1e6:.1f} MB, p50 {p50:.2f} ms, parity {parity:.1e}")
+              f"{fig['size_bytes'] / 1e6:.1f} MB, p50 {p50:.2f} ms, parity {parity:.1e}")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ _DELETE = object()
         ({"latency__source": "guess"}, ["source", "'guess'", "measure, import"]),
         ({"runtime": _DELETE}, ["runtime", "missing", "onnxruntime"]),
         ({"name": "My Phone"}, ["name", "'My Phone'"]),
+        ({"space": "resnet"}, ["space", "'resnet'", "ofa_mbv3, small"]),
     ],
 )
 def test_malformed_profile_is_refused_naming_key_value_and_allowed(changes, must_name):
@@ -89,6 +90,18 @@ def test_builtin_profiles_are_valid_and_cover_three_runtimes():
         assert p.constraints.to_dict(), f"{p.name} has no budget"
         assert p.source_file is not None and p.source_file.stem == p.name
     assert get_profile("server-onnx") == profiles["server-onnx"]
+
+
+def test_targets_all_takes_the_builtins_sized_for_the_runs_space():
+    from factory.ship.specialize import resolve_targets
+
+    digits = {p.name for p in resolve_targets("all", "small")}
+    imagenet = {p.name for p in resolve_targets("all", "ofa_mbv3")}
+    assert digits == {"edge-openvino", "phone-int8", "server-onnx"}
+    assert imagenet == {"edge-openvino-224", "phone-tflite-224", "server-onnx-224"}
+    for name in imagenet:  # every runtime, budgets in milliseconds: models of several ms at 224 px
+        assert builtin_profiles()[name].constraints.latency_p50_ms >= 2.0
+    assert {builtin_profiles()[n].runtime for n in imagenet} == {"onnxruntime", "openvino", "tflite"}
 
 
 def test_unknown_target_name_lists_builtins():

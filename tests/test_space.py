@@ -147,3 +147,27 @@ def test_canonical_makes_functionally_equal_archs_equal():
     if space.active_blocks(arch) == space.active_blocks(other):
         assert space.canonical(arch) == space.canonical(other)
     assert space.canonical(space.canonical(arch)) == space.canonical(arch)
+
+
+@pytest.mark.parametrize("width, channels", [
+    (1.0, (16, 16, 24, 40, 80, 112, 160, 960, 1280)),
+    (1.2, (24, 24, 32, 48, 96, 136, 192, 1152, 1536)),  # OFA's make_divisible(base * 1.2, 8)
+])
+def test_width_multiplier_gives_ofa_channels_and_is_separate_from_phi(width, channels):
+    spec = get_space("ofa_mbv3", width=width).spec
+    got = (spec.stem_channels, spec.first_block_channels, *(s.out_channels for s in spec.stages),
+           spec.final_expand_channels, spec.feature_mix_channels)
+    assert got == channels and spec.width == width and spec.phi == 0
+    scaled = get_space("ofa_mbv3", phi=1, width=width).spec
+    assert scaled.width == width and scaled.phi == 1 and scaled.feature_mix_channels > channels[-1]
+
+
+def test_ofa_resolutions_interpolate_between_four_anchors():
+    space = get_space("ofa_mbv3")
+    assert space.resolutions == tuple(range(128, 225, 4))
+    assert space.anchor_resolutions == (128, 160, 192, 224)
+    assert space.anchor_weights(160) == {160: 1.0}
+    w = space.anchor_weights(140)
+    assert set(w) == {128, 160} and w[128] == pytest.approx(0.625) and sum(w.values()) == pytest.approx(1.0)
+    assert len(space.uniform_grid()) == 4 * 3  # the diagonal per anchor (28 px: the full 27 per resolution)
+    assert len(get_space().uniform_grid()) == 4 * 27
