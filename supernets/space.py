@@ -83,7 +83,6 @@ class SpaceSpec:
     baselines: Literal["grid", "diagonal"] = "grid"
 
 
-
 def scale_spec(spec: SpaceSpec, phi: float, width: float = 1.0) -> SpaceSpec:
     """EfficientNet compound scaling: depth x1.2^phi, width x1.1^phi (multiples of 8),
     resolution x1.15^phi (multiples of 4). `width` is OFA's width multiplier, a property of the space

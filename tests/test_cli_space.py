@@ -36,3 +36,12 @@ def test_factory_help_imports_no_heavy_library():
     code = "import sys, factory.cli; print(sorted(m for m in ('torch','tensorflow','openvino') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_space_show_width_multiplier_of_ofa_supernets():
+    base = json.loads(CliRunner().invoke(cli, ["space", "show", "--space", "ofa_mbv3", "--json"]).output)
+    wide = json.loads(CliRunner().invoke(cli, ["space", "show", "--space", "ofa_mbv3", "--width", "1.2",
+                                                "--json"]).output)
+    assert (base["width"], wide["width"]) == (1.0, 1.2)
+    assert [s["out_channels"] for s in wide["stages"]] == [32, 48, 96, 136, 192]
+    assert wide["largest"]["params"] > 1.3 * base["largest"]["params"]

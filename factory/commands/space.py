@@ -17,17 +17,19 @@ def space() -> None:
               help="Space name: 'small' (28-32 px inputs) or 'ofa_mbv3' (ImageNet-size, 128-224 px).")
 @click.option("--phi", type=float, default=0.0, show_default=True,
               help="EfficientNet compound-scaling exponent: depth x1.2^phi, width x1.1^phi, resolution x1.15^phi.")
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="OFA's width multiplier on every channel count (its published supernets: 1.0 and 1.2).")
 @click.option("--sampling", type=click.Choice(["independent", "compound"]), default="independent",
               show_default=True, help="compound = CompOFA coupling of depth and expand ratio per stage.")
 @click.option("--classes", "num_classes", type=int, default=10, show_default=True,
               help="Classifier width used for the cost figures.")
 @json_option
-def show(space_name: str, phi: float, sampling: str, num_classes: int, as_json: bool) -> None:
+def show(space_name: str, phi: float, width: float, sampling: str, num_classes: int, as_json: bool) -> None:
     """Stages, choices, number of sub-networks, MACs/params of the smallest and largest."""
     from supernets import cost, get_space
 
     try:
-        sp = get_space(space_name, phi=phi, sampling=sampling)  # type: ignore[arg-type]
+        sp = get_space(space_name, phi=phi, sampling=sampling, width=width)  # type: ignore[arg-type]
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     info = sp.describe()
@@ -36,7 +38,7 @@ def show(space_name: str, phi: float, sampling: str, num_classes: int, as_json: 
     if as_json:
         print_json(info)
         return
-    click.echo(f"space {info['name']}  phi={phi:g}  sampling={sampling}")
+    click.echo(f"space {info['name']}  phi={phi:g}  width={width:g}  sampling={sampling}")
     click.echo(f"resolutions: {info['resolutions']}")
     click.echo(f"stem: {info['stem']['channels']} ch, stride {info['stem']['stride']}; "
                f"first block: {info['first_block_channels']} ch")
