@@ -76,7 +76,7 @@ def measure_table(profile: TargetProfile, space: SearchSpace, num_classes: int, 
     from targets.probe import DEFAULT_SAMPLES, write_probe_bundle
     from targets.table import Measurement, fit_table
 
-    samples = samples or DEFAULT_SAMPLES[profile.runtime]
+    samples = samples or profile.latency_samples or DEFAULT_SAMPLES[profile.runtime]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"probe-{profile.name}-") as tmp:
         bundle = Path(tmp) / "bundle"

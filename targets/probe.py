@@ -216,7 +216,7 @@ def write_probe_bundle(profile: TargetProfile, space: SearchSpace, num_classes: 
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"--out: {out_dir} exists and is not empty; give a new folder")
-    archs = sample_archs(space, samples or DEFAULT_SAMPLES[profile.runtime], seed)
+    archs = sample_archs(space, samples or profile.latency_samples or DEFAULT_SAMPLES[profile.runtime], seed)
     paths = export_models(profile, space, num_classes, archs, out_dir / "models", seed=seed, progress=progress)
     models = [{"id": i, "file": str(p.relative_to(out_dir)), "arch": a.to_dict(), "size_bytes": exported_size_bytes(p)}
               for i, (a, p) in enumerate(zip(archs, paths, strict=True))]

@@ -20,6 +20,7 @@ key, the bad value and what is allowed, so `factory targets validate FILE` can p
     [latency]
     source = "measure"          # measure (on this machine) | import (table measured on the device)
     table = "rpi4.json"         # optional: a table file, relative to the profile file
+    samples = 64                # optional: probe models timed to fit the table (default per runtime)
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ LATENCY_SOURCES: tuple[str, ...] = ("measure", "import")
 _TOP_KEYS = ("name", "description", "runtime", "precision", "threads", "batch", "space", "constraints", "latency")
 _REQUIRED = ("name", "runtime", "precision")
 _CONSTRAINT_KEYS = BUDGET_NAMES
-_LATENCY_KEYS = ("source", "table")
+_LATENCY_KEYS = ("source", "table", "samples")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
@@ -65,6 +66,7 @@ class TargetProfile:
     constraints: Constraints = field(default_factory=Constraints)
     latency_source: LatencySource = "measure"
     latency_table: Path | None = None
+    latency_samples: int | None = None  # probe models for the table; None = the runtime's default
     source_file: Path | None = None
     space: str | None = None  # the search space its budgets are sized for; None = any
 
@@ -93,7 +95,8 @@ class TargetProfile:
             "space": self.space,
             "constraints": self.constraints.to_dict(),
             "latency": {"source": self.latency_source,
-                        **({"table": str(self.latency_table)} if self.latency_table else {})},
+                        **({"table": str(self.latency_table)} if self.latency_table else {}),
+                        **({"samples": self.latency_samples} if self.latency_samples else {})},
             "file": str(self.source_file) if self.source_file else None,
         }
 
@@ -125,10 +128,11 @@ def _string(data: dict[str, Any], key: str, origin: str, allowed: tuple[str, ...
     return value
 
 
-def _positive_int(data: dict[str, Any], key: str, origin: str) -> int:
+def _positive_int(data: dict[str, Any], key: str, origin: str, prefix: str = "", minimum: int = 1) -> int:
     value = data.get(key, 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ProfileError(f"{_where(origin, key)}: {value!r} is not allowed; expected an integer >= 1")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ProfileError(f"{_where(origin, prefix + key)}: {value!r} is not allowed; expected an integer "
+                           f">= {minimum}")
     return value
 
 
@@ -184,9 +188,11 @@ def parse_profile(data: dict[str, Any], origin: str = "<profile>", base_dir: Pat
     _check_keys(lat, _LATENCY_KEYS, origin, "latency.")
     source = _string(lat, "source", origin, LATENCY_SOURCES, default="measure")
     table = _table(lat, "table", origin, base_dir)
+    samples = _positive_int(lat, "samples", origin, prefix="latency.", minimum=20) if "samples" in lat else None
     return TargetProfile(name=name, description=description, runtime=runtime, precision=precision,  # type: ignore[arg-type]
                          threads=threads, batch=batch, constraints=constraints,
-                         latency_source=source, latency_table=table, space=space)  # type: ignore[arg-type]
+                         latency_source=source, latency_table=table, latency_samples=samples,
+                         space=space)  # type: ignore[arg-type]
 
 
 def _space_names() -> tuple[str, ...]:

@@ -50,6 +50,7 @@ _DELETE = object()
         ({"runtime": _DELETE}, ["runtime", "missing", "onnxruntime"]),
         ({"name": "My Phone"}, ["name", "'My Phone'"]),
         ({"space": "resnet"}, ["space", "'resnet'", "ofa_mbv3, small"]),
+        ({"latency__samples": 5}, ["latency.samples", "5", ">= 20"]),
     ],
 )
 def test_malformed_profile_is_refused_naming_key_value_and_allowed(changes, must_name):
@@ -63,14 +64,15 @@ def test_malformed_profile_is_refused_naming_key_value_and_allowed(changes, must
 
 def test_valid_profile_parses_all_fields(tmp_path: Path):
     path = tmp_path / "t.toml"
-    path.write_text('name = "t"\nruntime = "openvino"\nprecision = "int8"\nthreads = 3\n'
+    path.write_text('name = "t"\nruntime = "openvino"\nprecision = "int8"\nthreads = 3\nspace = "ofa_mbv3"\n'
                     '[constraints]\nlatency_p95_ms = 2\nmin_accuracy = 0.9\n'
-                    '[latency]\nsource = "import"\ntable = "tables/t.json"\n')
+                    '[latency]\nsource = "import"\ntable = "tables/t.json"\nsamples = 64\n')
     p = load_profile(path)
     assert (p.runtime, p.precision, p.threads, p.batch, p.format) == ("openvino", "int8", 3, 1, "openvino")
     assert p.constraints.latency_p95_ms == 2.0 and p.constraints.min_accuracy == 0.9
     assert p.constraints.size_mb is None
     assert not p.measurable_here and p.latency_table == tmp_path / "tables" / "t.json"
+    assert p.space == "ofa_mbv3" and p.latency_samples == 64 and p.suits("ofa_mbv3") and not p.suits("small")
 
 
 def test_invalid_toml_names_the_file(tmp_path: Path):
