@@ -80,6 +80,11 @@ def ensure_predictor(run: Run, samples: int, say: Say, tracker: Tracker | None =
     report = fit_predictor(run.path, samples=samples, holdout=holdout, progress=True)
     say(f"predictor: held-out Spearman {report.holdout_spearman:.3f} on {report.holdout} random sub-networks "
         f"(MACs alone {report.macs_spearman:.3f}); {report.samples} measured in {report.measure_seconds:.0f} s")
+    lo, hi = report.accuracy_range
+    if hi - lo < 0.01:
+        say(f"warning: every measured sub-network scored {100 * lo:.1f}-{100 * hi:.1f}% on {report.val_images} "
+            f"images: nothing to rank (an untrained supernet, or labels that do not match the images); "
+            f"the accuracies it predicts carry no information")
     if tracker is not None:
         from factory.tracking import log_predictor_fit
 
