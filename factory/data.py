@@ -162,6 +162,9 @@ def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image:
         raise UserInputError(f"on_bad_image: got {on_bad_image!r}; allowed: {list(ON_BAD_IMAGE_CHOICES)}")
     if image_size < 8:
         raise UserInputError(f"image_size: must be >= 8, got {image_size}")
+    if model is not None and (source == MNIST_SOURCE or source.startswith(CIFAR_PREFIX)):
+        raise UserInputError(f"data: {source}: a supernet with its own labels takes an ImageFolder whose "
+                             f"sub-folders are named after its labels")
     skipped: tuple[str, ...] = ()
     if source == MNIST_SOURCE:
         images, labels, names = _load_mnist5k()
@@ -175,9 +178,6 @@ def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image:
         images, labels, names, skipped = _load_image_folder(Path(source), image_size, on_bad_image,
                                                             None if model is None else model[0])
         pool = _stratified_split(labels, seed, val_fraction, calib_fraction)
-    if model is not None and (source == MNIST_SOURCE or source.startswith(CIFAR_PREFIX)):
-        raise UserInputError(f"data: {source}: a supernet with its own labels takes an ImageFolder whose "
-                             f"sub-folders are named after its labels")
     train_idx, val_idx, calib_idx = pool
     if (len(train_idx) == 0 and model is None) or len(val_idx) == 0 or len(calib_idx) == 0:
         raise UserInputError(
