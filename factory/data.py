@@ -1,7 +1,7 @@
 """Data sources for training and evaluation: the embedded MNIST subset, an ImageFolder, a local CIFAR-10.
 
 Every source ends up as uint8 tensors (N, 3, S, S) in memory, split deterministically (stratified
-by class) into train / val / calib. Images are kept small and un-normalised; `to_model_input` resizes
+by class) into train / val / calib / test. Images are kept small and un-normalised; `to_model_input` resizes
 a batch to the active sub-network's resolution and normalises it, the one preprocessing that the
 trainer, the evaluator and the exporters share.
 """
@@ -30,6 +30,9 @@ CIFAR_PREFIX = "cifar10:"
 # Fractions of each class held out. calib feeds BN recalibration (>= 256 images on mnist5k: 6% of 5000 = 300).
 VAL_FRACTION = DataConfig.val_fraction  # default; a run may set its own (`[data] val_fraction`)
 CALIB_FRACTION = 0.06
+# test: seen by nothing that trains, fits, searches or picks; only reported (packages, report, benches).
+TEST_FRACTION = DataConfig.test_fraction
+LEGACY_TEST_FRACTION = 0.0  # runs made before the test split existed keep their split (and have no test images)
 
 
 @dataclass(frozen=True)
@@ -60,20 +63,22 @@ class DataInfo:
     # ImageFolder names a subset of those labels, and nothing trains (no train split: val + calib only).
     model_labels: bool = False
     calib_fraction: float = CALIB_FRACTION
+    test_fraction: float = TEST_FRACTION
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     def load(self) -> Dataset:
-        """The same train/val/calib split (the split is deterministic in the recipe)."""
+        """The same train/val/calib/test split (the split is deterministic in the recipe)."""
         if not self.source:
             raise UserInputError("data: this run has no images (a supernet imported without --data); run "
                                  "`factory import ofa CHECKPOINT --data FOLDER ...` again with an ImageFolder")
         model = (self.class_names, self.mean, self.std) if self.model_labels else None
         return load_dataset(self.source, image_size=self.image_size, seed=self.split_seed,
                             on_bad_image=self.on_bad_image,  # type: ignore[arg-type]
-                            val_fraction=self.val_fraction, calib_fraction=self.calib_fraction, model=model)
+                            val_fraction=self.val_fraction, calib_fraction=self.calib_fraction,
+                            test_fraction=self.test_fraction, model=model)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str) -> DataInfo:
@@ -92,17 +97,22 @@ class DataInfo:
             on_bad_image=str(data.get("on_bad_image", "fail")),
             model_labels=bool(data.get("model_labels", False)),
             calib_fraction=float(data.get("calib_fraction", CALIB_FRACTION)),
+            test_fraction=float(data.get("test_fraction", LEGACY_TEST_FRACTION)),
         )
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A source split three ways, with what a client needs to preprocess images like training did."""
+    """A source split four ways, with what a client needs to preprocess images like training did.
+
+    train: training; val: ranks sub-networks (predictor, pick) and feeds the export gate; calib: BN
+    recalibration and int8 calibration; test: only reported, never used to choose anything."""
 
     info: DataInfo
     train: Split
     val: Split
     calib: Split
+    test: Split
     skipped_files: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
@@ -118,8 +128,10 @@ class Dataset:
             "split_seed": info.split_seed,
             "val_fraction": info.val_fraction,
             "calib_fraction": info.calib_fraction,
+            "test_fraction": info.test_fraction,
             "model_labels": info.model_labels,
-            "sizes": {"train": len(self.train), "val": len(self.val), "calib": len(self.calib)},
+            "sizes": {"train": len(self.train), "val": len(self.val), "calib": len(self.calib),
+                      "test": len(self.test)},
             "skipped_files": list(self.skipped_files),
             "on_bad_image": info.on_bad_image,
         }
@@ -144,10 +156,11 @@ ModelLabels = tuple[Sequence[str], tuple[float, float, float], tuple[float, floa
 
 def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image: OnBadImage = "fail",
                  val_fraction: float = VAL_FRACTION, calib_fraction: float = CALIB_FRACTION,
-                 model: ModelLabels | None = None) -> Dataset:
+                 test_fraction: float = TEST_FRACTION, model: ModelLabels | None = None) -> Dataset:
     """Load `source` ("mnist5k" | "cifar10:PATH" | an ImageFolder PATH) and split it deterministically.
 
-    `val_fraction` of every class goes to validation (CIFAR-10 validates on its own test batch instead).
+    `val_fraction` of every class goes to validation, `test_fraction` to the test split (CIFAR-10 splits
+    its own test batch in two instead: half validation, half test).
     A larger validation split costs training images but ranks sub-networks less noisily (the predictor
     and the search compare sub-networks by their validation accuracy; docs/decisions.md has the figures).
 
@@ -168,17 +181,19 @@ def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image:
     skipped: tuple[str, ...] = ()
     if source == MNIST_SOURCE:
         images, labels, names = _load_mnist5k()
-        pool = _stratified_split(labels, seed, val_fraction)
+        pool = _stratified_split(labels, seed, val_fraction, CALIB_FRACTION, test_fraction)
     elif source.startswith(CIFAR_PREFIX):
         images, labels, names, test_start = _load_cifar10(Path(source[len(CIFAR_PREFIX):]))
         train_idx, calib_idx = _stratified_two_way(labels[:test_start], seed, CALIB_FRACTION)
-        test_idx = _mixed(torch.arange(test_start, len(labels)), torch.Generator().manual_seed(seed))
-        pool = (train_idx, test_idx, calib_idx)
+        val_idx, test_idx = _stratified_two_way(labels[test_start:], seed, 0.5 if test_fraction > 0 else 0.0)
+        pool = (train_idx, val_idx + test_start, calib_idx, test_idx + test_start)
     else:
         images, labels, names, skipped = _load_image_folder(Path(source), image_size, on_bad_image,
                                                             None if model is None else model[0])
-        pool = _stratified_split(labels, seed, val_fraction, calib_fraction)
-    train_idx, val_idx, calib_idx = pool
+        pool = _stratified_split(labels, seed, val_fraction, calib_fraction, test_fraction)
+    train_idx, val_idx, calib_idx, test_idx = pool
+    if model is not None:  # nothing trains on an imported supernet's images: rounding leftovers rank instead
+        val_idx, train_idx = torch.cat([val_idx, train_idx]), train_idx[:0]
     if (len(train_idx) == 0 and model is None) or len(val_idx) == 0 or len(calib_idx) == 0:
         raise UserInputError(
             f"{source}: too few images to split into train/val/calib "
@@ -188,34 +203,40 @@ def load_dataset(source: str, image_size: int = 32, seed: int = 0, on_bad_image:
     mean, std = _channel_stats(train.images) if model is None else (model[1], model[2])
     info = DataInfo(source=source, class_names=names, mean=mean, std=std, image_size=int(images.shape[-1]),
                     split_seed=seed, val_fraction=val_fraction, on_bad_image=on_bad_image,
-                    model_labels=model is not None, calib_fraction=calib_fraction)
+                    model_labels=model is not None, calib_fraction=calib_fraction, test_fraction=test_fraction)
     return Dataset(
         info=info,
         train=train,
         val=Split(images[val_idx].contiguous(), labels[val_idx].contiguous()),
         calib=Split(images[calib_idx].contiguous(), labels[calib_idx].contiguous()),
+        test=Split(images[test_idx].contiguous(), labels[test_idx].contiguous()),
         skipped_files=skipped,
     )
 
 
 # ----- splitting ----------------------------------------------------------------------------------
 def _stratified_split(labels: torch.Tensor, seed: int, val_fraction: float = VAL_FRACTION,
-                      calib_fraction: float = CALIB_FRACTION) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per class: shuffle with `seed`, take `val_fraction` to val, `calib_fraction` to calib, rest to train.
-    Classes with >= 3 images put at least one image in each split (val and calib when they take it all)."""
+                      calib_fraction: float = CALIB_FRACTION, test_fraction: float = 0.0,
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per class: shuffle with `seed`, take `val_fraction` to val, `calib_fraction` to calib,
+    `test_fraction` to test, the rest to train. Classes with >= 3 images put at least one image in val and
+    calib (they take it all when they must); classes with >= 4 images put at least one in test."""
     gen = torch.Generator().manual_seed(seed)
-    parts: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
+    parts: tuple[list[torch.Tensor], ...] = ([], [], [], [])
     for cls in torch.unique(labels).tolist():
         idx = torch.nonzero(labels == cls).flatten()
         idx = idx[torch.randperm(len(idx), generator=gen)]
         n = len(idx)
         n_val = max(1, round(n * val_fraction)) if n >= 3 else 0
         n_calib = min(n - n_val, max(1, round(n * calib_fraction))) if n >= 3 else 0
-        parts[1].append(idx[:n_val])
-        parts[2].append(idx[n_val:n_val + n_calib])
-        parts[0].append(idx[n_val + n_calib:])
-    train, val, calib = (_mixed(torch.cat(p), gen) for p in parts)
-    return train, val, calib
+        n_test = min(n - n_val - n_calib, max(1, round(n * test_fraction))) if n >= 4 and test_fraction > 0 else 0
+        cuts = (n_val, n_val + n_calib, n_val + n_calib + n_test)
+        parts[1].append(idx[:cuts[0]])
+        parts[2].append(idx[cuts[0]:cuts[1]])
+        parts[3].append(idx[cuts[1]:cuts[2]])
+        parts[0].append(idx[cuts[2]:])
+    train, val, calib, test = (_mixed(torch.cat(p), gen) for p in parts)
+    return train, val, calib, test
 
 
 def _mixed(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -230,7 +251,7 @@ def _stratified_two_way(labels: torch.Tensor, seed: int, fraction: float) -> tup
     for cls in torch.unique(labels).tolist():
         idx = torch.nonzero(labels == cls).flatten()
         idx = idx[torch.randperm(len(idx), generator=gen)]
-        n_held = max(1, round(len(idx) * fraction)) if len(idx) >= 2 else 0
+        n_held = max(1, round(len(idx) * fraction)) if len(idx) >= 2 and fraction > 0 else 0
         held.append(idx[:n_held])
         keep.append(idx[n_held:])
     return _mixed(torch.cat(keep), gen), _mixed(torch.cat(held), gen)

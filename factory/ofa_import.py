@@ -20,8 +20,10 @@ from factory.run import DATA_FILE, SUPERNET_FILE, load_torch_file, save_supernet
 IMPORT_FILE = "import.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what OFA's ImageNet supernets were trained with
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMPORT_VAL_FRACTION = 0.5  # of the user's folder: half ranks sub-networks, half recalibrates BN / int8
-IMPORT_CALIB_FRACTION = 0.5
+# Of the user's folder: val ranks sub-networks, calib recalibrates BN / int8, test is only reported.
+IMPORT_VAL_FRACTION = 0.35
+IMPORT_CALIB_FRACTION = 0.3
+IMPORT_TEST_FRACTION = 0.35
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def import_ofa(checkpoint: Path, width: float, out: Path, *, labels: Path | None
         dataset = load_dataset(str(data), image_size=max(space.resolutions), seed=seed,
                                on_bad_image=on_bad_image,  # type: ignore[arg-type]
                                val_fraction=IMPORT_VAL_FRACTION, calib_fraction=IMPORT_CALIB_FRACTION,
-                               model=(names, IMAGENET_MEAN, IMAGENET_STD))
+                               test_fraction=IMPORT_TEST_FRACTION, model=(names, IMAGENET_MEAN, IMAGENET_STD))
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent))
     try:
@@ -110,7 +112,8 @@ def import_ofa(checkpoint: Path, width: float, out: Path, *, labels: Path | None
         data_record = dataset.describe() if dataset is not None else {
             "source": "", "class_names": names, "num_classes": num_classes, "mean": list(IMAGENET_MEAN),
             "std": list(IMAGENET_STD), "image_size": max(space.resolutions), "split_seed": seed,
-            "val_fraction": IMPORT_VAL_FRACTION, "calib_fraction": IMPORT_CALIB_FRACTION, "model_labels": True}
+            "val_fraction": IMPORT_VAL_FRACTION, "calib_fraction": IMPORT_CALIB_FRACTION,
+            "test_fraction": IMPORT_TEST_FRACTION, "model_labels": True}
         atomic_write_text(staging / DATA_FILE, json.dumps(data_record, indent=2) + "\n")
         record = {"family": "ofa_mbv3", "checkpoint": str(Path(checkpoint).resolve()),
                   "checkpoint_sha256": sha256_file(Path(checkpoint)), "width": width, "tensors": len(mapped),
@@ -124,5 +127,5 @@ def import_ofa(checkpoint: Path, width: float, out: Path, *, labels: Path | None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    images = 0 if dataset is None else len(dataset.val) + len(dataset.calib)
+    images = 0 if dataset is None else len(dataset.val) + len(dataset.calib) + len(dataset.test)
     return ImportResult(out, width, num_classes, len(mapped), images)

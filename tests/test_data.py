@@ -21,9 +21,9 @@ def mnist():
 
 def test_mnist5k_split_is_stratified_deterministic_and_complete(mnist):
     assert mnist.train.images.shape[1:] == (3, 28, 28) and mnist.train.images.dtype == torch.uint8
-    sizes = (len(mnist.train), len(mnist.val), len(mnist.calib))
-    assert sum(sizes) == 5000 and len(mnist.calib) >= 256 and len(mnist.val) >= 700
-    for split in (mnist.train, mnist.val, mnist.calib):  # every class equally represented
+    sizes = (len(mnist.train), len(mnist.val), len(mnist.calib), len(mnist.test))
+    assert sum(sizes) == 5000 and len(mnist.calib) >= 256 and len(mnist.val) >= 700 and len(mnist.test) == 700
+    for split in (mnist.train, mnist.val, mnist.calib, mnist.test):  # every class equally represented
         counts = torch.bincount(split.labels, minlength=10)
         assert counts.max() - counts.min() <= 1, counts
     # grayscale replicated to RGB
@@ -35,6 +35,10 @@ def test_mnist5k_split_is_stratified_deterministic_and_complete(mnist):
     # train/val/calib are disjoint: no image of calib appears in train
     train_keys = {bytes(x.numpy()) for x in mnist.train.images[:, 0]}
     assert sum(bytes(x.numpy()) in train_keys for x in mnist.calib.images[:, 0]) <= 3  # MNIST has rare duplicates
+    # the test split shares no image with any split that trains, ranks or calibrates
+    seen = train_keys | {bytes(x.numpy()) for s in (mnist.val, mnist.calib) for x in s.images[:, 0]}
+    assert sum(bytes(x.numpy()) in seen for x in mnist.test.images[:, 0]) <= 3
+    assert mnist.describe()["sizes"]["test"] == 700 and mnist.describe()["test_fraction"] == 0.14
     # statistics come from the train split, 0-1 scale
     assert 0.1 < mnist.info.mean[0] < 0.15 and 0.28 < mnist.info.std[0] < 0.33
     assert mnist.describe()["class_names"] == [str(i) for i in range(10)]
@@ -43,7 +47,10 @@ def test_mnist5k_split_is_stratified_deterministic_and_complete(mnist):
 def test_val_fraction_sets_the_validation_share_and_is_recorded(mnist):
     wide = load_dataset("mnist5k", seed=0, val_fraction=0.3)
     assert len(wide.val) == 1500 and len(wide.calib) == len(mnist.calib)
-    assert len(wide.train) + len(wide.val) + len(wide.calib) == 5000
+    assert len(wide.train) + len(wide.val) + len(wide.calib) + len(wide.test) == 5000
+    assert len(wide.test) == len(mnist.test)
+    legacy = load_dataset("mnist5k", seed=0, test_fraction=0.0)  # runs made before the test split
+    assert len(legacy.test) == 0 and len(legacy.train) + len(legacy.val) + len(legacy.calib) == 5000
     assert wide.describe()["val_fraction"] == 0.3 and mnist.describe()["val_fraction"] == 0.16
 
 
@@ -76,7 +83,7 @@ def test_image_folder_converts_any_mode_and_size(tmp_path):
     root = _make_folder(tmp_path / "imgs")
     ds = load_dataset(str(root), image_size=24, on_bad_image="skip")
     assert ds.info.class_names == ["cat", "dog"]
-    total = len(ds.train) + len(ds.val) + len(ds.calib)
+    total = len(ds.train) + len(ds.val) + len(ds.calib) + len(ds.test)
     assert total == 8 and ds.train.images.shape[1:] == (3, 24, 24)
     assert ds.skipped_files == (str(root / "dog" / "broken.png"),)
 
@@ -145,11 +152,12 @@ def _write_fake_cifar(root: Path, per_batch: int = 20) -> Path:
     return root
 
 
-def test_cifar10_pickle_folder_loads_with_test_batch_as_validation(tmp_path):
-    root = _write_fake_cifar(tmp_path / "cifar-10-batches-py")
+def test_cifar10_pickle_folder_loads_with_test_batch_split_into_validation_and_test(tmp_path):
+    root = _write_fake_cifar(tmp_path / "cifar-10-batches-py", per_batch=40)
     ds = load_dataset(f"cifar10:{root}")
     assert ds.info.class_names[0] == "airplane" and ds.info.num_classes == 10
-    assert len(ds.val) == 20 and len(ds.train) + len(ds.calib) == 100 and len(ds.calib) == 10
+    assert len(ds.val) == 20 and len(ds.test) == 20 and len(ds.train) + len(ds.calib) == 200
+    assert len(ds.calib) == 10 and sorted(ds.test.labels.tolist()) == sorted(ds.val.labels.tolist())
     assert ds.train.images.shape[1:] == (3, 32, 32)
     # channel layout kept: the red plane holds label * 20
     assert torch.equal(ds.val.images[:, 0, 0, 0].long(), ds.val.labels * 20)

@@ -54,7 +54,8 @@ def test_import_writes_a_run_every_command_accepts(checkpoint, tmp_path):
     info = json.loads((out / "data.json").read_text())
     assert info["num_classes"] == 1000 and info["class_names"][42] == "n00000042"
     assert info["mean"] == [0.485, 0.456, 0.406] and info["model_labels"] is True
-    assert info["sizes"]["val"] + info["sizes"]["calib"] == 8
+    sizes = info["sizes"]
+    assert sizes["val"] + sizes["calib"] + sizes["test"] == 8 and sizes["train"] == 0 and sizes["test"] == 2
     record = json.loads((out / "import.json").read_text())
     assert record["width"] == 1.0 and record["tensors"] == len(_state(checkpoint))
     space = json.loads(CliRunner().invoke(cli, ["space", "show", "--space", "ofa_mbv3", "--json"]).output)

@@ -26,7 +26,8 @@ def import_group() -> None:
                    "imagenet_class_index.json's index -> [wnid, name]). Default: the indices 0..N-1.")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="An ImageFolder of your images, sub-folders named after labels (any subset of classes): "
-                   "half recalibrates BN and calibrates int8, half ranks sub-networks. Needed by eval, "
+                   "30% recalibrates BN and calibrates int8, 35% ranks sub-networks, 35% is a test split "
+                   "that only reports accuracy. Needed by eval, "
                    "predictor, search and specialize.")
 @click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default="fail", show_default=True,
               help="Unreadable files in --data: skip them or stop with an error.")

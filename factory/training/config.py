@@ -28,6 +28,7 @@ class DataConfig:
     on_bad_image: str = "fail"
     split_seed: int = 0
     val_fraction: float = 0.16  # share of each class held out for validation (and predictor measurements)
+    test_fraction: float = 0.14  # share held out for reporting only (nothing trains, fits or picks on it)
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,10 @@ def validate_config(cfg: TrainConfig, origin: str = "config") -> None:
     t, m, r, d = cfg.train, cfg.model, cfg.runtime, cfg.data
     need(d.on_bad_image in ("skip", "fail"), "data.on_bad_image", d.on_bad_image, "allowed: 'skip', 'fail'")
     need(0.02 <= d.val_fraction <= 0.5, "data.val_fraction", d.val_fraction, "must be in [0.02, 0.5]")
+    need(0.0 <= d.test_fraction <= 0.4, "data.test_fraction", d.test_fraction,
+         "must be in [0, 0.4] (0 = no test split: nothing reports held-out accuracy)")
+    need(d.val_fraction + d.test_fraction <= 0.7, "data.test_fraction", d.test_fraction,
+         f"val_fraction + test_fraction must leave >= 30% of the images to train (val_fraction = {d.val_fraction})")
     need(m.space in SPACES, "model.space", m.space, f"allowed: {sorted(SPACES)}")
     need(m.sampling in ("independent", "compound"), "model.sampling", m.sampling,
          "allowed: 'independent', 'compound'")

@@ -270,7 +270,8 @@ def _build_trainer(cfg: TrainConfig, out: Path, ctx: DistContext, state: dict[st
                              f"processes; each needs at least one image per step")
     space = get_space(cfg.model.space, phi=cfg.model.phi, sampling=cfg.model.sampling)  # type: ignore[arg-type]
     data = load_dataset(cfg.data.source, image_size=max(space.resolutions), seed=cfg.data.split_seed,
-                        on_bad_image=cfg.data.on_bad_image, val_fraction=cfg.data.val_fraction)  # type: ignore[arg-type]
+                        on_bad_image=cfg.data.on_bad_image, val_fraction=cfg.data.val_fraction,  # type: ignore[arg-type]
+                        test_fraction=cfg.data.test_fraction)
     if ctx.is_main and data.skipped_files:
         print(f"skipped {len(data.skipped_files)} unreadable image(s): {', '.join(data.skipped_files)}",
               file=sys.stderr)
