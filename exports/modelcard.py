@@ -83,20 +83,41 @@ def _measured(manifest: dict[str, Any]) -> list[str]:
         f"## Measured (batch 1, {metrics.get('threads', 1)} thread(s), {metrics.get('validation_images', '?')} "
         "validation images)",
         "",
-        f"PyTorch reference accuracy: {metrics.get('reference_accuracy', 0):.2%}",
+        f"PyTorch reference accuracy: {metrics.get('reference_accuracy', 0):.2%} (validation split)",
+        *_test_lines(metrics.get("test")),
         "",
-        "| file | format | precision | layout | size MB | accuracy | max abs diff / logit scale | p50 ms | p95 ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| file | format | precision | layout | size MB | test accuracy [95% CI] | val accuracy | "
+        "max abs diff / logit scale | p50 ms | p95 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     per_file = metrics.get("files", {})
+    tested = (metrics.get("test") or {}).get("files", {})
     for f in manifest["files"]:
         m = per_file.get(f["path"], {})
         size = f["size_bytes"] + sum(x["size_bytes"] for x in f.get("extra_files", []))
         acc = m.get("accuracy")
         lines.append(f"| `{f['path']}` | {f['format']} | {f['precision']} | {f['layout']} | {size / 1e6:.2f} | "
-                     f"{'-' if acc is None else f'{acc:.2%}'} | {m.get('relative_diff', float('nan')):.1e} | "
+                     f"{_estimate(tested.get(f['path']))} | {'-' if acc is None else f'{acc:.2%}'} | "
+                     f"{m.get('relative_diff', float('nan')):.1e} | "
                      f"{_fmt_ms(m.get('latency_p50_ms'))} | {_fmt_ms(m.get('latency_p95_ms'))} |")
     return lines
+
+
+def _estimate(record: dict[str, Any] | None) -> str:
+    if not record:
+        return "-"
+    low, high = record["ci95"]
+    return f"{record['value']:.2%} [{low:.2%}, {high:.2%}]"
+
+
+def _test_lines(test: dict[str, Any] | None) -> list[str]:
+    """Which accuracy to believe: the test split's (nothing chose on it) over the validation split's."""
+    if not test:
+        return ["", "No test split in this run (made before the factory held one out): the accuracies below are "
+                "on the validation split the sub-network was chosen on, so they are optimistic."]
+    return ["", f"Test split ({test['images']} images that no training, search, pick or gate saw): PyTorch "
+            f"{_estimate(test['pytorch'])}. Quote these; validation accuracy is where the pick was chosen "
+            "(optimistic). Two figures whose intervals overlap may be a tie."]
 
 
 def _remeasure(manifest: dict[str, Any]) -> list[str]:

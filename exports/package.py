@@ -25,7 +25,9 @@ from torch import nn
 from exports import FORMATS, check_precision, get_format
 from exports.convert import convert
 from exports.files import ordinary_permissions
+from exports.intervals import AccuracyEstimate
 from exports.modelcard import render_model_card
+from exports.runtime import load_session
 from exports.signing import SIGNATURE_FILE
 from exports.timing import Latency, open_for_timing
 from exports.verify import MANIFEST, VERIFICATION_FILE, VerificationSet, file_record, verify_package
@@ -65,8 +67,9 @@ class Preprocessing:
 class PackageRequest:
     """Everything a package is made from. Arrays are preprocessed (float32 NCHW, normalised).
 
-    `validation` is the set the gate and the accuracy figures use at export time (ideally the whole
-    validation split); the first `stored_images` of it are stored in the package for `factory verify`.
+    `validation` is the set the gate uses at export time (ideally the whole validation split); the first
+    `stored_images` of it are stored in the package for `factory verify`. `test` (the run's test split,
+    which nothing selected on) only reports: each file's accuracy on it, with its 95% interval.
 
     Work done before is handed in, not redone: `converted` maps a format to a folder holding its files
     (package layout: FormatSpec.file_name + extra_files) converted from `model` with this precision,
@@ -96,6 +99,7 @@ class PackageRequest:
     timings: dict[str, Latency] = field(default_factory=dict)
     predicted: dict[str, float] | None = None
     sign_key: Path | None = None  # EC private key (PEM): the package is signed with model-signing (model.sig)
+    test: VerificationSet | None = None
 
     def check(self) -> None:
         if not self.formats:
@@ -284,12 +288,40 @@ def _build(req: PackageRequest, root: Path, say: Callable[[str], None]) -> dict[
     report = verify_package(root, budgets=req.budgets, threads=req.threads, latency_repeats=req.latency_repeats,
                             vset=req.validation, timings=timings, latency_margin=True)
     manifest["metrics"] = _metrics(req, report)
+    if req.test is not None:
+        manifest["metrics"]["test"] = _test_metrics(root, files, req.test, req.threads)
     _write_json(root / MANIFEST, manifest)
     (root / "README.md").write_text(render_model_card(manifest))
+    tested = manifest["metrics"].get("test", {}).get("files", {})
     for f in report["files"]:
-        say(f"verified {f['path']}: accuracy {f['accuracy']:.2%}, max |diff| {f['relative_diff']:.1e} x scale, "
-            f"agreement {f['top1_agreement']:.1%}, p50 {f['latency_p50_ms']:.3f} ms, p95 {f['latency_p95_ms']:.3f} ms")
+        test = f", test {_estimate_text(tested[f['path']])}" if f["path"] in tested else ""
+        say(f"verified {f['path']}: val accuracy {f['accuracy']:.2%}{test}, max |diff| {f['relative_diff']:.1e} x "
+            f"scale, agreement {f['top1_agreement']:.1%}, p50 {f['latency_p50_ms']:.3f} ms, "
+            f"p95 {f['latency_p95_ms']:.3f} ms")
     return manifest
+
+
+def _estimate_text(record: dict[str, Any]) -> str:
+    low, high = record["ci95"]
+    return f"{record['value']:.2%} [{low:.2%}, {high:.2%}]"
+
+
+def _test_metrics(root: Path, files: list[dict[str, Any]], test: VerificationSet, threads: int) -> dict[str, Any]:
+    """Each file's accuracy on the test split (run in its own runtime and recorded session settings) and the
+    PyTorch reference's, each with its 95% Wilson interval. Reported only: no gate reads it."""
+    per_file = {}
+    for entry in files:
+        session = load_session(root / entry["path"], threads=threads, settings=entry.get("runtime_settings"))
+        per_file[entry["path"]] = AccuracyEstimate.of(session.run(test.inputs).argmax(1) == test.labels).to_dict()
+    return {
+        "split": "test",
+        "images": len(test.labels),
+        "pytorch": AccuracyEstimate.of(test.reference.argmax(1) == test.labels).to_dict(),
+        "files": per_file,
+        "note": "the run's test split: no training, predictor, search, pick or gate ever saw it; "
+                "ci95 = 95% Wilson interval. Accuracy under files[].accuracy is on the validation split, "
+                "which the pick was chosen on (optimistic)",
+    }
 
 
 def _metrics(req: PackageRequest, report: dict[str, Any]) -> dict[str, Any]:

@@ -166,7 +166,8 @@ def log_target(tracker: Tracker, outcome: Any, out_dir: Path) -> None:
     name = outcome.target
     tracker.log_metrics({f"{name}.{k}": getattr(outcome, k) for k in
                          ("accuracy", "latency_p50_ms", "latency_p95_ms", "predicted_p50_ms", "size_mb", "macs",
-                          "seconds")} | {f"{name}.shipped": float(outcome.status == "shipped")})
+                          "seconds")} | {f"{name}.shipped": float(outcome.status == "shipped")}
+                        | _test_metrics(name, getattr(outcome, "test_accuracy", None)))
     tracker.set_tags({f"{name}.status": outcome.status, f"{name}.arch": json.dumps(outcome.arch)})
     if outcome.pareto_png:
         tracker.log_artifact(Path(out_dir) / outcome.pareto_png, f"pareto/{name}")
@@ -174,6 +175,14 @@ def log_target(tracker: Tracker, outcome: Any, out_dir: Path) -> None:
         version = tracker.register_package(name, Path(out_dir) / outcome.package)
         if version is not None:
             tracker.set_tags({f"{name}.model_version": version})
+
+
+def _test_metrics(name: str, test: dict[str, Any] | None) -> dict[str, float]:
+    """Test-split accuracy with its 95% interval bounds (`accuracy` is the validation split's)."""
+    if not test:
+        return {}
+    return {f"{name}.test_accuracy": test["value"], f"{name}.test_accuracy_ci95_low": test["ci95"][0],
+            f"{name}.test_accuracy_ci95_high": test["ci95"][1]}
 
 
 def log_report(tracker: Tracker, out_dir: Path) -> None:

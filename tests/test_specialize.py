@@ -129,6 +129,37 @@ def test_feasible_target_ships_while_infeasible_one_is_reported(specialized: Spe
     assert "IMPOSSIBLE" in res.output.upper() and "shipped" in res.output
 
 
+def test_package_carries_test_split_accuracy_with_its_interval(specialized: Specialized):
+    """The shipped file's accuracy on the test split (which nothing selected on), re-measured here with
+    onnxruntime alone; the interval brackets it; the report quotes it next to the validation figure."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from factory.data import to_model_input
+    from factory.run import load_run
+
+    dist = specialized.dist
+    outcome = {o["target"]: o for o in json.loads((dist / "report.json").read_text())}["roomy"]
+    manifest = json.loads((dist / outcome["package"] / "manifest.json").read_text())
+    test = manifest["metrics"]["test"]
+    run = load_run(specialized.run_dir)
+    ds = run.dataset()
+    assert test["split"] == "test" and test["images"] == len(ds.test) > 0
+    x = to_model_input(ds.test.images, manifest["input"]["resolution"], run.mean, run.std).numpy()
+    session = ort.InferenceSession(str(dist / outcome["package"] / "model.onnx"), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    logits = np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+    correct = int((logits.argmax(1) == ds.test.labels.numpy()).sum())
+    record = test["files"]["model.onnx"]
+    assert record["correct"] == correct and record["images"] == len(ds.test)
+    low, high = record["ci95"]
+    assert low < record["value"] < high or record["value"] in (0.0, 1.0)
+    assert high - low > 0.01  # a few hundred images cannot pin accuracy to a point
+    assert outcome["test_accuracy"] == record
+    assert f"{100 * record['value']:.2f}% [{100 * low:.1f}, {100 * high:.1f}]" in (dist / "report.md").read_text()
+    assert "Test split" in (dist / outcome["package"] / "README.md").read_text()
+
+
 def test_benchmark_reports_every_file_with_its_verdict(specialized: Specialized):
     dist = specialized.dist
     outcomes = {o["target"]: o for o in json.loads((dist / "report.json").read_text())}

@@ -20,6 +20,7 @@ from factory.errors import UserInputError, VerificationError
 if TYPE_CHECKING:
     from exports.package import WrittenPackage
     from exports.verify import VerificationSet
+    from factory.data import Split
     from factory.prepared import PreparedSubnet
     from factory.run import Run
     from factory.search.pick import VerifiedPick
@@ -132,6 +133,7 @@ def _write(run: Run, prepared: PreparedSubnet, choice: ExportChoice, profile: Ta
     request = PackageRequest(
         model=prepared.model, formats=choice.formats, precision=choice.precision,
         preprocessing=prepared.preprocessing, labels=list(prepared.labels), validation=_validation_set(run, prepared),
+        test=_test_set(run, prepared),
         calibration=prepared.calibration, arch=arch.to_dict(), cost=_cost(run, arch),
         lineage=_lineage(run, profile, lineage_extra), target=profile.to_dict() if profile else None,
         budgets=_budgets(profile), threads=choice.threads, latency_repeats=latency_repeats, name=out_dir.name,
@@ -163,18 +165,28 @@ def _resolve_target(target: TargetProfile | str | None) -> TargetProfile | None:
 
 def _validation_set(run: Run, prepared: PreparedSubnet) -> VerificationSet:
     """The whole validation split, preprocessed for the sub-network, with its PyTorch reference logits."""
+    ds = run.dataset()
+    if len(ds.val) == 0:
+        raise UserInputError(f"run {run.path}: the validation split of {run.data.source!r} is empty")
+    return _reference_set(ds.val, run, prepared)
+
+
+def _test_set(run: Run, prepared: PreparedSubnet) -> VerificationSet | None:
+    """The test split the same way (None for runs made before it existed: nothing reports test accuracy)."""
+    ds = run.dataset()
+    return _reference_set(ds.test, run, prepared) if len(ds.test) else None
+
+
+def _reference_set(split: Split, run: Run, prepared: PreparedSubnet) -> VerificationSet:
     import torch
 
     from exports.verify import VerificationSet
     from factory.data import to_model_input
 
-    ds = run.dataset()
-    if len(ds.val) == 0:
-        raise UserInputError(f"run {run.path}: the validation split of {run.data.source!r} is empty")
-    inputs = to_model_input(ds.val.images, prepared.arch.resolution, run.mean, run.std)
+    inputs = to_model_input(split.images, prepared.arch.resolution, run.mean, run.std)
     with torch.no_grad():
         reference = torch.cat([prepared.model(chunk) for chunk in inputs.split(256)])
-    return VerificationSet(inputs.numpy(), ds.val.labels.numpy(), reference.numpy())
+    return VerificationSet(inputs.numpy(), split.labels.numpy(), reference.numpy())
 
 
 def _cost(run: Run, arch: ArchConfig) -> dict[str, Any]:
@@ -192,6 +204,7 @@ def _lineage(run: Run, profile: TargetProfile | None, extra: dict[str, Any] | No
         "data_source": run.data.source,
         "split_seed": run.data.split_seed,
         "val_fraction": run.data.val_fraction,
+        "test_fraction": run.data.test_fraction,
         "target_profile": profile.name if profile else None,
         "search_seed": None,
         **(extra or {}),

@@ -22,7 +22,8 @@ class TargetOutcome:
     precision: str = ""
     message: str = ""
     arch: dict[str, Any] | None = None
-    accuracy: float | None = None
+    accuracy: float | None = None  # validation split (where the pick was chosen)
+    test_accuracy: dict[str, Any] | None = None  # exports.intervals.AccuracyEstimate.to_dict() on the test split
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     predicted_p50_ms: float | None = None
@@ -62,6 +63,13 @@ def arch_summary(arch: dict[str, Any] | None) -> str:
     return f"r{arch['resolution']} d{''.join(str(d) for d in depths)} k{k:.1f} e{e:.1f}"
 
 
+def _estimate(record: dict[str, Any] | None) -> str:
+    if not record:
+        return "–"
+    low, high = record["ci95"]
+    return f"{100 * record['value']:.2f}% [{100 * low:.1f}, {100 * high:.1f}]"
+
+
 def _rows(outcomes: list[TargetOutcome]) -> list[list[str]]:
     rows = []
     for o in outcomes:
@@ -71,6 +79,7 @@ def _rows(outcomes: list[TargetOutcome]) -> list[list[str]]:
             f"{o.runtime} {o.precision}".strip(),
             o.status,
             arch_summary(o.arch),
+            _estimate(o.test_accuracy),
             "–" if o.accuracy is None else f"{100 * o.accuracy:.2f}%",
             _vs(o.latency_p50_ms, b.get("latency_p50_ms")),
             _vs(o.latency_p95_ms, b.get("latency_p95_ms")),
@@ -81,8 +90,8 @@ def _rows(outcomes: list[TargetOutcome]) -> list[list[str]]:
     return rows
 
 
-HEADER = ["target", "runtime", "status", "pick", "accuracy", "p50 ms / budget", "p95 ms / budget",
-          "size MB / budget", "formats passed", "formats failed"]
+HEADER = ["target", "runtime", "status", "pick", "test accuracy [95% CI]", "val accuracy", "p50 ms / budget",
+          "p95 ms / budget", "size MB / budget", "formats passed", "formats failed"]
 
 
 def render_markdown(outcomes: list[TargetOutcome], title: str, notes: list[str] | None = None) -> str:

@@ -187,6 +187,8 @@ def _record_package(outcome: TargetOutcome, package: WrittenPackage, out_dir: Pa
     if files:
         first = next(iter(files.values()))
         outcome.accuracy = first.get("accuracy")
+        tested = metrics.get("test", {}).get("files", {})
+        outcome.test_accuracy = tested.get(next(iter(files)))
         outcome.latency_p50_ms = first.get("latency_p50_ms")
         outcome.latency_p95_ms = first.get("latency_p95_ms")
         outcome.size_mb = first.get("size_bytes", 0) / 1e6 if first.get("size_bytes") else None
@@ -226,7 +228,10 @@ def specialize(run_dir: str | Path, targets: str, out_dir: str | Path, options: 
         log_target(tracker, outcome, out)
     notes = [f"run {run.path} (supernet sha256 {run.checkpoint_sha256[:12]}), search seed {options.seed}, "
              f"population {options.population} x {options.generations} generations",
-             "latencies are measured on this machine, batch 1, in the target's runtime, precision and threads"]
+             "latencies are measured on this machine, batch 1, in the target's runtime, precision and threads",
+             "test accuracy: the run's test split, which no training, predictor, search or pick saw (95% Wilson "
+             "interval; picks whose intervals overlap may be ties); val accuracy: the split the pick was chosen on "
+             "(optimistic)"]
     write_report(outcomes, out, title=f"Specialization report: {run.name}", notes=notes)
     (out / "report.json").write_text(json.dumps([o.to_dict() for o in outcomes], indent=2) + "\n")
     log_report(tracker, out)
