@@ -4,6 +4,8 @@ the whole supernet took to train? (OFA's claim: yes.)
 
     python bench/ps_vs_scratch.py --run runs/demo [--seconds S] [--seed 0]
 
+Both are scored on the run's test split (95% Wilson intervals; the difference by paired bootstrap, a tie
+when its interval holds 0); the scratch run's partial figures while training are on validation.
 The scratch budget defaults to the run's `elapsed_seconds` (summary.json / last metrics line). On a
 shared machine both timings are upper bounds; the comparison is only fair if the load was similar.
 """
@@ -18,8 +20,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from exports.intervals import AccuracyEstimate, paired_difference
 from factory.data import to_model_input
-from factory.evaluate import evaluate_arch
+from factory.evaluate import calibrated_subnet
 from factory.run import METRICS_FILE, SUMMARY_FILE, load_run
 from factory.training.sampling import derive_seed
 from factory.training.trainer import cosine_schedule, random_shift
@@ -83,10 +86,14 @@ def train_scratch(run, arch, seconds: float, seed: int, clock=time.monotonic, ba
 
 
 @torch.no_grad()
+def hits(net, run, arch, split: str = "val") -> torch.Tensor:
+    part = getattr(run.dataset(), split)
+    x = to_model_input(part.images, arch.resolution, run.mean, run.std).contiguous(memory_format=torch.channels_last)
+    return net(x).argmax(1) == part.labels
+
+
 def accuracy(net, run, arch) -> float:
-    ds = run.dataset()
-    x = to_model_input(ds.val.images, arch.resolution, run.mean, run.std).contiguous(memory_format=torch.channels_last)
-    return float((net(x).argmax(1) == ds.val.labels).float().mean())
+    return float(hits(net, run, arch).float().mean())
 
 
 def main() -> None:
@@ -102,16 +109,23 @@ def main() -> None:
     arch = run.space.smallest()
     budget = args.seconds if args.seconds is not None else supernet_seconds(Path(args.run), args.clock)
     clock = time.monotonic if args.clock == "wall" else time.process_time
-    ps = evaluate_arch(run, arch)
-    print(f"progressive shrinking, smallest sub-network: {ps.accuracy * 100:.2f}%; scratch budget {budget:.0f} s "
+    if len(run.dataset().test) == 0:
+        raise SystemExit(f"{run.path}: no test split (a run made before the factory held one out); train it again")
+    ps_net = calibrated_subnet(run, arch).eval()
+    ps_hits = hits(ps_net, run, arch, "test").numpy()
+    print(f"progressive shrinking, smallest sub-network: {AccuracyEstimate.of(ps_hits)}; scratch budget {budget:.0f} s "
           f"({args.clock})", flush=True)
     net, steps = train_scratch(run, arch, budget, args.seed, clock)
-    scratch = accuracy(net, run, arch)
+    scratch_hits = hits(net, run, arch, "test").numpy()
+    diff = paired_difference(ps_hits, scratch_hits)
     print(f"smallest sub-network (resolution {arch.resolution}, depths {list(arch.depths)}, kernel 3, expand 3), "
-          f"{len(run.dataset().val)} validation images")
-    print(f"  progressive shrinking (supernet, BN recalibrated, no fine-tuning): {ps.accuracy * 100:6.2f}%")
-    print(f"  trained alone from scratch for {budget:.0f} s {args.clock} ({steps} steps of 64): {scratch * 100:6.2f}%")
-    print(f"  difference PS - scratch: {(ps.accuracy - scratch) * 100:+.2f} points")
+          f"{len(run.dataset().test)} test images")
+    print(f"  progressive shrinking (supernet, BN recalibrated, no fine-tuning): {AccuracyEstimate.of(ps_hits)}")
+    print(f"  trained alone from scratch for {budget:.0f} s {args.clock} ({steps} steps of 64): "
+          f"{AccuracyEstimate.of(scratch_hits)}")
+    verdict = {"a better": "PS better", "b better": "scratch better", "tie": "tie"}[diff.verdict]
+    print(f"  difference PS - scratch: {diff.difference * 100:+.2f} points [{diff.low * 100:+.2f}, "
+          f"{diff.high * 100:+.2f}] (paired bootstrap 95%): {verdict}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from factory.data import Split, to_model_input
+from factory.errors import UserInputError
 from supernets import ArchConfig
 from supernets.ops import DynamicBatchNorm2d
 
@@ -36,7 +37,7 @@ DEFAULT_BATCH = 250
 
 @dataclass(frozen=True)
 class EvalResult:
-    accuracy: float  # 0..1 on the validation split
+    accuracy: float  # 0..1 on the split evaluated (validation unless asked otherwise)
     loss: float  # mean cross-entropy (no label smoothing)
     arch: ArchConfig
     images: int = 0
@@ -157,13 +158,24 @@ def evaluate_on(
     return EvalResult(accuracy=correct / n, loss=loss_sum / n, arch=arch, images=len(val))
 
 
-def evaluate_arch(run: Run, arch: ArchConfig, device: str = "cpu", batch_size: int = DEFAULT_BATCH) -> EvalResult:
-    """Accuracy and loss of one sub-network of a trained run on its validation split (BN recalibrated)."""
+EVAL_SPLITS = ("val", "test")
+
+
+def evaluate_arch(run: Run, arch: ArchConfig, device: str = "cpu", batch_size: int = DEFAULT_BATCH,
+                  split: str = "val") -> EvalResult:
+    """Accuracy and loss of one sub-network of a trained run on its validation split (or its test split,
+    which nothing selects on), BN recalibrated on the calib split."""
+    if split not in EVAL_SPLITS:
+        raise UserInputError(f"split: got {split!r}; allowed: {', '.join(EVAL_SPLITS)}")
     run.space.validate(arch)
     ds = run.dataset()
+    images = getattr(ds, split)
+    if len(images) == 0:
+        raise UserInputError(f"run {run.path}: no {split} split (the run was made before the factory held one "
+                             "out); train it again, or evaluate on val")
     dev = _device(device)
     with on_device(run.supernet, dev):
-        return evaluate_on(run.supernet, arch, ds.calib, ds.val, run.mean, run.std, dev, batch_size)
+        return evaluate_on(run.supernet, arch, ds.calib, images, run.mean, run.std, dev, batch_size)
 
 
 @torch.no_grad()

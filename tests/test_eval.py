@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from factory.cli import cli
+from factory.data import to_model_input
 from factory.evaluate import calibrated_subnet, evaluate_arch, recalibrate_bn
 from factory.run import load_run
 
@@ -38,8 +39,6 @@ def test_recalibrate_bn_sets_statistics_of_the_calibration_data(run):
     try:
         recalibrate_bn(net, arch, ds.calib.images, run.mean, run.std, batch_size=len(ds.calib))
         # one batch: the stem BN's running mean must equal the mean of its input over the calibration set
-        from factory.data import to_model_input
-
         x = to_model_input(ds.calib.images, arch.resolution, run.mean, run.std)
         with torch.no_grad():
             conv_out = net.stem.conv(x)
@@ -54,8 +53,6 @@ def test_calibrated_subnet_matches_supernet_evaluation(run):
     arch = run.space.smallest()
     static = calibrated_subnet(run, arch)
     ds = run.dataset()
-    from factory.data import to_model_input
-
     x = to_model_input(ds.val.images, arch.resolution, run.mean, run.std)
     with torch.no_grad():
         acc = float((static(x).argmax(1) == ds.val.labels).float().mean())
@@ -74,6 +71,22 @@ def test_eval_cli_json_reports_accuracy_loss_arch(tiny_run, run, tmp_path):
     result = CliRunner().invoke(cli, ["eval", "--run", str(tiny_run), "--arch", str(arch_file), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["arch"]["resolution"] == 24
+
+
+def test_eval_cli_test_split_counts_test_images_and_brackets_them(tiny_run, run):
+    """--split test scores the held-out split (a count checked by hand), with a Wilson interval around it."""
+    ds = run.dataset()
+    result = CliRunner().invoke(cli, ["eval", "--run", str(tiny_run), "--arch", "max", "--split", "test", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    static = calibrated_subnet(run, run.space.largest())
+    x = to_model_input(ds.test.images, run.space.largest().resolution, run.mean, run.std)
+    with torch.no_grad():
+        correct = int((static(x).argmax(1) == ds.test.labels).sum())
+    assert data["split"] == "test" and data["images"] == len(ds.test) > 0
+    assert data["accuracy"] == pytest.approx(correct / len(ds.test), abs=1e-9)
+    low, high = data["ci95"]
+    assert low < data["accuracy"] < high and high - low > 0.02
 
 
 def test_eval_cli_errors_are_messages_with_exit_2(tiny_run, tmp_path):

@@ -40,7 +40,10 @@ def _summarise(outcomes: list[TargetOutcome], out: Path, as_json: bool) -> None:
     else:
         for o in outcomes:
             if o.status == "shipped":
-                click.echo(f"{o.target:<16} shipped  {o.package}  accuracy {100 * (o.accuracy or 0):.2f}%  "
+                test = "" if not o.test_accuracy else (
+                    f"test accuracy {100 * o.test_accuracy['value']:.2f}% [{100 * o.test_accuracy['ci95'][0]:.1f}, "
+                    f"{100 * o.test_accuracy['ci95'][1]:.1f}]  ")
+                click.echo(f"{o.target:<16} shipped  {o.package}  {test}val accuracy {100 * (o.accuracy or 0):.2f}%  "
                            f"p50 {o.latency_p50_ms:.3f} ms  p95 {o.latency_p95_ms:.3f} ms  size {o.size_mb:.2f} MB")
             else:
                 click.echo(f"{o.target:<16} {o.status.upper()}  {o.message}")
