@@ -284,6 +284,9 @@ def test_tracked_specialization_reads_back_through_mlflow(specialized: Specializ
     report = {o["target"]: o for o in json.loads((specialized.dist / "report.json").read_text())}
     assert m["roomy.latency_p50_ms"] == pytest.approx(report["roomy"]["latency_p50_ms"])
     assert m["roomy.accuracy"] == pytest.approx(report["roomy"]["accuracy"])
+    test = report["roomy"]["test_accuracy"]
+    assert m["roomy.test_accuracy"] == pytest.approx(test["value"])
+    assert (m["roomy.test_accuracy_ci95_low"], m["roomy.test_accuracy_ci95_high"]) == pytest.approx(test["ci95"])
     assert p["search.population"] == "16" and p["supernet_sha256"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/report.md", "report/report.html", "report/report.json"} <= artifacts
