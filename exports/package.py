@@ -30,7 +30,7 @@ from exports.modelcard import render_model_card
 from exports.runtime import load_session
 from exports.signing import SIGNATURE_FILE
 from exports.timing import Latency, open_for_timing
-from exports.verify import MANIFEST, VERIFICATION_FILE, VerificationSet, file_record, verify_package
+from exports.verify import MANIFEST, VERIFICATION_CONTENTS, VERIFICATION_FILE, VerificationSet, file_record, run_gate
 from supernets.arch import ArchConfig
 
 SCHEMA_VERSION = 1
@@ -268,8 +268,7 @@ def _build(req: PackageRequest, root: Path, say: Callable[[str], None]) -> dict[
         "files": files,
         "verification": {**file_record(root, VERIFICATION_FILE), "images": min(req.stored_images,
                                                                                len(req.validation.labels)),
-                         "contents": "inputs (N,C,r,r) float32 preprocessed NCHW, labels (N,), "
-                                     "reference (N,K) PyTorch logits",
+                         "contents": VERIFICATION_CONTENTS,
                          "budgets": dict(req.budgets)},
         "target": req.target,
         "lineage": req.lineage,
@@ -285,8 +284,12 @@ def _build(req: PackageRequest, root: Path, say: Callable[[str], None]) -> dict[
     timing = f"{req.latency_repeats} timed runs each" if len(timings) < len(files) else "latency timed by the search"
     say(f"verifying {len(files)} file(s) on {len(req.validation.labels)} validation images "
         f"(parity, accuracy, {timing}, {req.threads} thread(s))")
-    report = verify_package(root, budgets=req.budgets, threads=req.threads, latency_repeats=req.latency_repeats,
-                            vset=req.validation, timings=timings, latency_margin=True)
+    gate = run_gate(root, budgets=req.budgets, threads=req.threads, latency_repeats=req.latency_repeats,
+                    vset=req.validation, timings=timings, latency_margin=True)
+    report = gate.report
+    # with every file's per-image outcomes on the whole validation split: `factory verify` re-derives the figures
+    req.validation.head(req.stored_images).save(root / VERIFICATION_FILE, outcomes=gate.outcomes)
+    manifest["verification"].update(file_record(root, VERIFICATION_FILE))
     manifest["metrics"] = _metrics(req, report)
     if req.test is not None:
         manifest["metrics"]["test"] = _test_metrics(root, files, req.test, req.threads)

@@ -106,3 +106,5 @@ def verify_command(package: str, threads: int | None, repeats: int, as_json: boo
         click.echo(f"ok  {f['path']:<22} {f['precision']}  accuracy {f['accuracy']:.2%}  "
                    f"max|diff| {f['relative_diff']:.1e} x scale  agreement {f['top1_agreement']:.1%}{lat}")
     click.echo(f"verified {len(report['files'])} file(s) on {report['images']} images: passed")
+    for note in report["manifest_checks"]["skipped"]:
+        click.echo(f"manifest claim not re-derived: {note}")
