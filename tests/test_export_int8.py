@@ -28,6 +28,72 @@ AVX2_CPU = "Haswell"  # AVX2 + FMA, no AVX-512 and no VNNI: the CPU kind on whic
 
 
 @pytest.fixture(scope="module")
+def int8_run(tiny_run, tmp_path_factory) -> Path:
+    """A copy of the tiny run whose smallest sub-network was trained on (2 epochs, ~93 % validation accuracy,
+    in the supernet, so `factory export --arch min` extracts it): the tiny run's own networks are near
+    chance and their near-tie logits flip under any int8 rounding (agreement ~85-90 %)."""
+    import torch
+
+    from factory.data import to_model_input
+    from factory.run import load_run, save_supernet
+
+    out = tmp_path_factory.mktemp("int8_run") / "run"
+    shutil.copytree(tiny_run, out)
+    run = load_run(out)
+    net, arch, ds = run.supernet, run.space.smallest(), run.dataset()
+    x, y = to_model_input(ds.train.images, arch.resolution, run.mean, run.std), ds.train.labels
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    gen = torch.Generator().manual_seed(0)
+    with net.activated(arch):
+        net.train()
+        for _ in range(2):
+            for idx in torch.randperm(len(x), generator=gen).split(64):
+                loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    net.eval()
+    save_supernet(net, run.space, out / "supernet.pt")
+    return out
+
+
+def _export_int8(run: Path, out: Path):
+    from click.testing import CliRunner
+
+    from factory.cli import cli
+
+    return CliRunner().invoke(cli, ["export", "--run", str(run), "--arch", "min", "--formats", "onnx",
+                                    "--precision", "int8", "--out", str(out), "--repeats", "10"])
+
+
+@pytest.mark.slow  # trains the smallest sub-network for 2 epochs, then an int8 conversion and the gate
+def test_int8_package_is_published_and_a_broken_calibration_is_refused(int8_run, tmp_path, monkeypatch):
+    import json
+
+    from exports.verify import verify_package
+
+    good = _export_int8(int8_run, tmp_path / "dist" / "good")
+    assert good.exit_code == 0, good.output
+    manifest = json.loads((tmp_path / "dist" / "good" / "manifest.json").read_text())
+    (entry,) = manifest["files"]
+    assert (entry["format"], entry["precision"]) == ("onnx", "int8")
+    fig = manifest["metrics"]["files"]["model.onnx"]
+    assert fig["top1_agreement"] >= 0.98 and manifest["metrics"]["reference_accuracy"] >= 0.85
+    assert verify_package(tmp_path / "dist" / "good", latency_repeats=0)["passed"]
+
+    import factory.prepared
+
+    real = factory.prepared.to_model_input  # makes the int8 calibration images (and nothing else in an export)
+    monkeypatch.setattr(factory.prepared, "to_model_input", lambda *a, **k: real(*a, **k) * 1000.0)
+    broken = _export_int8(int8_run, tmp_path / "dist" / "broken")
+    assert broken.exit_code == 4, broken.output
+    assert "not published" in broken.output and "int8 top-1 agreement" in broken.output, broken.output
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == ["good"]  # no package, no staging left
+
+
+@pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     import torch
 
