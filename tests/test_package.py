@@ -8,7 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -97,23 +97,40 @@ def test_onnx_metadata_carries_labels_and_preprocessing(package):
     assert json.loads(props["input"])["mean"] == manifest["input"]["mean"]
 
 
-@pytest.mark.slow  # a fresh `factory export` process (torch + TensorFlow imports)
-def test_killed_export_leaves_no_package_at_destination(tiny_run, tmp_path):
-    out = tmp_path / "dist" / "pkg"
-    proc = subprocess.Popen([*FACTORY, "export", "--run", str(tiny_run), "--arch", "min", "--formats",
-                             "onnx,tflite", "--out", str(out), "--repeats", "5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+@pytest.mark.slow  # a fresh `factory export` process (torch + TensorFlow imports), then the export again
+def test_export_killed_mid_package_leaves_no_package_and_a_rerun_publishes_one(tiny_run, tmp_path):
+    dist = tmp_path / "dist"
+    out = dist / "pkg"
+    args = ["export", "--run", str(tiny_run), "--arch", "min", "--formats", "onnx,tflite", "--out", str(out),
+            "--repeats", "5"]
+    proc = subprocess.Popen([*FACTORY, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    watchdog = threading.Timer(300, proc.kill)  # a hung export fails the test instead of hanging it
+    watchdog.start()
     assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    for line in proc.stdout:  # kill it right after the first file is written, mid-package
-        if line.startswith("[1/2] onnx") or time.monotonic() > deadline:
+    seen = []
+    for line in proc.stdout:  # the first file is written into the staging folder: kill mid-package
+        seen.append(line)
+        if line.startswith("[1/2] onnx"):
+            proc.send_signal(signal.SIGKILL)
             break
-    proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not out.exists()
-    leftovers = list((tmp_path / "dist").iterdir())
-    assert all(p.name.startswith(".pkg.tmp-") for p in leftovers)
+    watchdog.cancel()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)  # killed, not finished or crashed
+    staging = sorted(dist.glob(".pkg.tmp-*"))
+    assert len(staging) == 1 and (staging[0] / "model.onnx").is_file(), staging  # the kill landed mid-export
+    assert not (staging[0] / "manifest.json").exists() and not out.exists()  # nothing at the destination
+
+    from click.testing import CliRunner
+
+    from exports.verify import verify_package
+    from factory.cli import cli
+
+    rerun = CliRunner().invoke(cli, args)
+    assert rerun.exit_code == 0, rerun.output
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert names == {"manifest.json", "labels.txt", "README.md", "verification.npz", "model.onnx", "model.tflite"}
+    assert verify_package(out, latency_repeats=0)["passed"]
 
 
 def test_bad_inputs_are_refused_with_clear_messages(tiny_run, tmp_path):
