@@ -98,7 +98,9 @@ def trained(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
-    return trained_smallest_subnet(tmp_path_factory)
+    # 4 epochs: since the test split took 700 training images, 2 epochs left the OpenVINO int8 file at 97.9 %
+    # agreement (refused); 4 give 94 % accuracy and >= 99.0 % agreement in every format
+    return trained_smallest_subnet(tmp_path_factory, epochs=4)
 
 
 @pytest.fixture(scope="module")
