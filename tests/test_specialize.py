@@ -160,6 +160,18 @@ def test_package_carries_test_split_accuracy_with_its_interval(specialized: Spec
     assert "Test split" in (dist / outcome["package"] / "README.md").read_text()
 
 
+def test_shipped_package_lets_verify_re_derive_preprocessing_and_cost(specialized: Specialized):
+    """A package written by specialize stores the raw verification images and the space's scaling, so
+    `factory verify` re-derives mean/std and MACs/params instead of skipping them."""
+    from exports.verify import verify_package
+
+    dist = specialized.dist
+    outcome = {o["target"]: o for o in json.loads((dist / "report.json").read_text())}["roomy"]
+    report = verify_package(dist / outcome["package"], latency_repeats=0)
+    checked = report["manifest_checks"]["checked"]
+    assert "input.mean/std/scale" in checked and "metrics.macs/params/peak_activation_bytes" in checked
+
+
 def test_benchmark_reports_every_file_with_its_verdict(specialized: Specialized):
     dist = specialized.dist
     outcomes = {o["target"]: o for o in json.loads((dist / "report.json").read_text())}

@@ -186,7 +186,7 @@ def _reference_set(split: Split, run: Run, prepared: PreparedSubnet) -> Verifica
     inputs = to_model_input(split.images, prepared.arch.resolution, run.mean, run.std)
     with torch.no_grad():
         reference = torch.cat([prepared.model(chunk) for chunk in inputs.split(256)])
-    return VerificationSet(inputs.numpy(), split.labels.numpy(), reference.numpy())
+    return VerificationSet(inputs.numpy(), split.labels.numpy(), reference.numpy(), images=split.images.numpy())
 
 
 def _cost(run: Run, arch: ArchConfig) -> dict[str, Any]:
@@ -196,11 +196,13 @@ def _cost(run: Run, arch: ArchConfig) -> dict[str, Any]:
 
 
 def _lineage(run: Run, profile: TargetProfile | None, extra: dict[str, Any] | None) -> dict[str, Any]:
+    from supernets.space import space_record
+
     return {
         "run": run.name,
         "run_path": str(run.path),
         "checkpoint_sha256": run.checkpoint_sha256,
-        "space": {"name": run.space.name},
+        "space": space_record(run.space),  # factory verify rebuilds the space to re-derive MACs / params
         "data_source": run.data.source,
         "split_seed": run.data.split_seed,
         "val_fraction": run.data.val_fraction,
