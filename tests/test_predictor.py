@@ -11,16 +11,16 @@ import torch
 from search_proxies import SyntheticAccuracy
 
 from factory.errors import UserInputError
-from factory.predictor.features import onehot_features, resolution_stage_features
-from factory.predictor.fit import FitConfig, spearman, split_holdout
-from factory.predictor.fit import fit_mlp as _fit
-from factory.predictor.model import load_predictor
+from factory.predictor.features import onehot_features, resolution_block_features, resolution_stage_features
+from factory.predictor.fit import FitConfig, boost, spearman, split_holdout
+from factory.predictor.fit import fit_trees as _fit
+from factory.predictor.model import PREDICTOR_FILE, AccuracyPredictor, load_predictor, tree_sum
 from factory.predictor.samples import SAMPLES_FILE, measure_samples, read_samples, stratified_archs
 from supernets import cost, get_space
 
 torch.set_num_threads(1)
 SPACE = get_space()
-SMALL_FIT = FitConfig(hidden=64, ensemble=2, epochs=400)
+SMALL_FIT = FitConfig(trees=200)
 
 
 def test_onehot_zeroes_inactive_slots_and_equal_nets_encode_equally() -> None:
@@ -58,10 +58,11 @@ def test_fit_recovers_a_monotone_relation_on_held_out_archs() -> None:
 def test_fit_is_reproducible_from_its_seed() -> None:
     archs = stratified_archs(SPACE, 30, random.Random(1))
     truth = SyntheticAccuracy(SPACE)(archs)
-    cfg = FitConfig(hidden=16, ensemble=1, epochs=50)
+    cfg = FitConfig(trees=30)
     a = _fit(SPACE, archs, truth, seed=3, config=cfg)(archs)
     b = _fit(SPACE, archs, truth, seed=3, config=cfg)(archs)
     assert np.array_equal(a, b)
+    assert not np.array_equal(a, _fit(SPACE, archs, truth, seed=4, config=cfg)(archs))  # the seed draws the subsamples
 
 
 def test_stratified_sampling_covers_every_resolution_and_size_range() -> None:
@@ -104,7 +105,7 @@ def test_measurements_resume_and_skip_a_torn_line(tmp_path: Path) -> None:
 def test_saved_predictor_loads_with_same_predictions_and_refuses_other_space(tmp_path: Path) -> None:
     archs = stratified_archs(SPACE, 20, random.Random(2))
     truth = SyntheticAccuracy(SPACE)(archs)
-    model = _fit(SPACE, archs, truth, seed=0, config=FitConfig(hidden=16, ensemble=2, epochs=30))
+    model = _fit(SPACE, archs, truth, seed=0, config=FitConfig(trees=30))
     from dataclasses import replace
 
     replace(model, meta={"checkpoint_sha256": "abc"}).save(tmp_path / "predictor.pt")
@@ -116,3 +117,56 @@ def test_saved_predictor_loads_with_same_predictions_and_refuses_other_space(tmp
     with pytest.raises(UserInputError, match="checkpoint"):
         load_predictor(tmp_path, SPACE, "other")
     assert load_predictor(tmp_path / "none", SPACE) is None
+
+
+def test_a_saved_predictor_of_an_older_version_is_refused_with_how_to_refit(tmp_path: Path) -> None:
+    archs = stratified_archs(SPACE, 12, random.Random(3))
+    model = _fit(SPACE, archs, SyntheticAccuracy(SPACE)(archs), config=FitConfig(trees=5))
+    model.save(tmp_path / PREDICTOR_FILE)
+    blob = torch.load(tmp_path / PREDICTOR_FILE, weights_only=True)
+    torch.save({**blob, "version": 3}, tmp_path / PREDICTOR_FILE)
+    with pytest.raises(UserInputError, match=r"version 3.*factory predictor fit"):
+        load_predictor(tmp_path, SPACE)
+
+
+def test_resolution_block_features_copy_the_block_genes_into_the_arch_resolution_only() -> None:
+    archs = [SPACE.uniform(res, 2, 7, 3) for res in SPACE.resolutions]
+    onehot = onehot_features(SPACE, archs)
+    blocks = onehot[:, len(SPACE.resolutions):]
+    x = resolution_block_features(SPACE, archs).reshape(len(archs), len(SPACE.resolutions), -1)
+    for i in range(len(archs)):
+        assert np.array_equal(x[i, i], blocks[i])
+        assert not np.delete(x[i], i, axis=0).any()
+
+
+def test_one_boosted_stump_finds_the_threshold_and_the_two_means() -> None:
+    # y jumps from 0 to 1 where feature 1 passes 0.5; feature 0 is noise. One tree of depth 1, learning rate 1,
+    # no subsampling: the split must be on feature 1 between 0.4 and 0.6 with leaves 0 and 1.
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.random(40), np.repeat([0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9], 5)], axis=1)
+    y = (x[:, 1] > 0.5).astype(float)
+    feature, threshold, leaf = boost(x, y, FitConfig(trees=1, learning_rate=1.0, depth=1, subsample=1.0,
+                                                     min_leaf=1), rng)
+    assert feature.tolist() == [[1]] and 0.4 < threshold[0, 0] < 0.6
+    assert np.allclose(leaf, [[0.0, 1.0]])
+    assert np.allclose(tree_sum(feature, threshold, leaf, x), y)
+
+
+def test_min_leaf_refuses_splits_that_leave_too_few_samples() -> None:
+    x = np.arange(10, dtype=np.float32)[:, None]
+    y = np.r_[np.zeros(9), 10.0]  # the best split isolates the last sample
+    cfg = FitConfig(trees=1, learning_rate=1.0, depth=1, subsample=1.0, min_leaf=3)
+    _, threshold, leaf = boost(x, y, cfg, np.random.default_rng(0))
+    assert 6 < threshold[0, 0] < 7  # the best split with >= 3 samples on each side
+    assert np.allclose(leaf, [[0.0, 10.0 / 3]])
+
+
+def test_trees_predict_through_a_node_that_does_not_split() -> None:
+    # depth 2: the root splits, its left child does not (threshold +inf): everything there reaches leaf 0.
+    feature = np.array([[0, 0, 0]], dtype=np.int32)
+    threshold = np.array([[0.5, np.inf, 0.8]], dtype=np.float32)
+    leaf = np.array([[1.0, 99.0, 2.0, 3.0]], dtype=np.float32)
+    x = np.array([[0.2], [0.7], [0.9]], dtype=np.float32)
+    assert tree_sum(feature, threshold, leaf, x).tolist() == [1.0, 2.0, 3.0]
+    model = AccuracyPredictor(SPACE, feature, threshold, leaf, target_mean=0.5, target_std=0.1)
+    assert np.allclose(model.predict_features(x), [0.6, 0.7, 0.8])

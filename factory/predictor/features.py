@@ -1,8 +1,9 @@
 """What the accuracy predictor sees of a sub-network: a fixed-length float vector per arch.
 
-Three parts, concatenated by `predictor_features`: the one-hot genome (OFA's encoding), the log cost
-(MACs, params) that carries most of the size -> accuracy trend, and per-resolution stage summaries that
-let a small model learn how a choice's worth depends on the input size. Pure numpy: no torch.
+Four parts, concatenated by `predictor_features`: the one-hot genome (OFA's encoding), the log cost
+(MACs, params), per-resolution stage summaries, and per-resolution copies of the genome's block part
+(what a block choice is worth depends on the input size: the first, strided block of a stage most).
+Pure numpy: no torch.
 """
 
 from __future__ import annotations
@@ -78,7 +79,25 @@ def resolution_stage_features(space: SearchSpace, archs: Sequence[ArchConfig]) -
     return out.reshape(len(archs), -1)
 
 
+def resolution_block_features(space: SearchSpace, archs: Sequence[ArchConfig],
+                              onehot: np.ndarray | None = None) -> np.ndarray:
+    """(N, R * B): the block part of `onehot_features` (depth per stage, kernel and expand per active slot;
+    B columns) placed in the block of the arch's anchor resolution, weighted like
+    `resolution_stage_features` between anchors. Why: a tree then splits on "kernel 3 in the first block
+    of stage 2 at 20 px" in one step instead of two."""
+    onehot = onehot_features(space, archs) if onehot is None else onehot
+    blocks = onehot[:, len(space.resolutions):]
+    res_index = {r: i for i, r in enumerate(space.anchor_resolutions)}
+    weights = np.zeros((len(archs), len(res_index)), dtype=np.float32)
+    for i, a in enumerate(archs):
+        for anchor, weight in space.anchor_weights(a.resolution).items():
+            weights[i, res_index[anchor]] = weight
+    return (weights[:, :, None] * blocks[:, None, :]).reshape(len(archs), -1)
+
+
 def predictor_features(space: SearchSpace, archs: Sequence[ArchConfig], num_classes: int) -> np.ndarray:
-    """What the predictor sees: `onehot_features`, `cost_features` and `resolution_stage_features`."""
-    return np.concatenate([onehot_features(space, archs), cost_features(space, archs, num_classes),
-                           resolution_stage_features(space, archs)], axis=1)
+    """What the predictor sees: `onehot_features`, `cost_features`, `resolution_stage_features` and
+    `resolution_block_features`."""
+    onehot = onehot_features(space, archs)
+    return np.concatenate([onehot, cost_features(space, archs, num_classes), resolution_stage_features(space, archs),
+                           resolution_block_features(space, archs, onehot)], axis=1)

@@ -2,7 +2,7 @@
 
 Sub-networks are sampled stratified over resolution and size (`samples.stratified_archs`), measured with
 `factory.evaluate` (BN recalibrated, validation split; resumable through `predictor_samples.jsonl`),
-and all but `holdout` of them fit the MLP ensemble and its ridge member. `predictor.pt` records the
+and all but `holdout` of them fit gradient-boosted regression trees (`fit_trees`). `predictor.pt` records the
 held-out Spearman rank correlation of the stored model itself (not of a refit). Under torchrun each
 sub-network's validation images are split across the ranks (same figures as one process); rank 0
 alone writes the samples and fits.
@@ -10,7 +10,6 @@ alone writes the samples and fits.
 
 from __future__ import annotations
 
-import itertools
 import random
 import time
 from collections.abc import Sequence
@@ -37,20 +36,18 @@ from supernets.space import SearchSpace
 
 @dataclass(frozen=True)
 class FitConfig:
-    """Chosen by held-out Spearman on measured sub-networks of a briefly trained run: with ~150 samples
-    strong weight decay matters most (docs/decisions.md has the comparison)."""
+    """Stochastic gradient boosting (squared error) of depth-limited regression trees. Common defaults,
+    not tuned per run: bench/predictor_quality.py found them within noise of deeper, shallower, slower and
+    faster settings (docs/decisions.md has the comparison)."""
 
-    hidden: int = 128
-    depth: int = 2  # hidden layers
-    ensemble: int = 3
-    epochs: int = 500
-    lr: float = 3e-3
-    weight_decay: float = 1e-2
-    ridge: float = 30.0  # L2 penalty of the ridge member (on features, standardised targets)
-    ridge_weight: float = 0.5  # its share of the prediction (the MLP mean gets the rest)
+    trees: int = 400
+    learning_rate: float = 0.03
+    depth: int = 3
+    subsample: float = 0.8  # share of the training samples each tree sees (drawn per tree)
+    min_leaf: int = 5  # fewest samples of a tree's subsample in a leaf
 
 
-def fit_mlp(
+def fit_trees(
     space: SearchSpace,
     archs: Sequence[ArchConfig],
     targets: Sequence[float],
@@ -58,54 +55,105 @@ def fit_mlp(
     config: FitConfig = FitConfig(),
     num_classes: int = 10,
 ) -> AccuracyPredictor:
-    """Fit the MLP ensemble (full-batch Adam on standardised MSE) and the ridge member."""
+    """Boosted trees on `predictor_features` of `archs`, fitted to the standardised `targets`; the
+    subsamples come from `seed`, so a fit is reproducible."""
     if len(archs) < 4:
         raise UserInputError(f"predictor: need at least 4 measured sub-networks to fit, got {len(archs)}")
-    feats = predictor_features(space, archs, num_classes)
-    x = torch.from_numpy(feats)
-    y = torch.tensor(list(targets), dtype=torch.float32)
+    if len(archs) != len(targets):
+        raise ValueError(f"fit_trees: {len(archs)} archs but {len(targets)} targets")
+    y = np.asarray(targets, dtype=np.float64)
     mean = float(y.mean())
-    std = float(y.std()) if len(y) > 1 and float(y.std()) > 1e-8 else 1.0
-    yn = (y - mean) / std
-    gen = torch.Generator().manual_seed(seed)
-    members = tuple(_fit_member(x, yn, config, gen) for _ in range(config.ensemble))
-    return AccuracyPredictor(space, members, mean, std, num_classes,
-                             _ridge(feats.astype(np.float64), yn.numpy().astype(np.float64), config.ridge),
-                             config.ridge_weight)
+    std = float(y.std()) if float(y.std()) > 1e-8 else 1.0
+    feature, threshold, leaf = boost(predictor_features(space, archs, num_classes), (y - mean) / std, config,
+                                     np.random.default_rng(seed))
+    return AccuracyPredictor(space, feature, threshold, leaf, mean, std, num_classes)
 
 
-def _fit_member(x: torch.Tensor, yn: torch.Tensor, config: FitConfig,
-                gen: torch.Generator) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """One MLP of the ensemble, initialised from `gen`: its layers as numpy (W, b) pairs."""
-    params = []
-    sizes = [x.shape[1]] + [config.hidden] * config.depth + [1]
-    for fan_in, fan_out in itertools.pairwise(sizes):
-        bound = (6.0 / fan_in) ** 0.5 if fan_out != 1 else (1.0 / fan_in) ** 0.5
-        w = ((torch.rand(fan_in, fan_out, generator=gen) * 2 - 1) * bound).requires_grad_()
-        b = torch.zeros(fan_out, requires_grad=True)
-        params.append((w, b))
-    opt = torch.optim.Adam([p for wb in params for p in wb], lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.epochs)
-    for _ in range(config.epochs):
-        h = x
-        for i, (w, b) in enumerate(params):
-            h = h @ w + b
-            if i < len(params) - 1:
-                h = torch.relu(h)
-        loss = torch.mean((h[:, 0] - yn) ** 2)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    return tuple((w.detach().numpy().copy(), b.detach().numpy().copy()) for w, b in params)
+@dataclass(frozen=True)
+class _Bins:
+    """Every feature's distinct values as one flat run of bins (feature by feature, ascending): a split
+    after bin b sends values <= bin b left."""
+
+    index: np.ndarray  # (N, F) the bin of each sample's value
+    feature: np.ndarray  # (B,) the feature of each bin
+    start: np.ndarray  # (B,) the first bin of that feature
+    last: np.ndarray  # (B,) bool: last bin of its feature (no split after it)
+    threshold: np.ndarray  # (B,) float32: between this bin's value and the next one's
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> _Bins:
+        values = [np.unique(x[:, f]) for f in range(x.shape[1])]
+        sizes = np.array([len(v) for v in values])
+        offset = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        index = np.stack([np.searchsorted(v, x[:, f]) for f, v in enumerate(values)], axis=1) + offset[None, :]
+        flat = np.concatenate(values)
+        last = np.zeros(len(flat), dtype=bool)
+        last[offset + sizes - 1] = True
+        nxt = np.append(flat[1:], np.float32(np.inf))
+        mid = ((flat.astype(np.float64) + nxt) / 2).astype(np.float32)
+        mid = np.where(mid >= nxt, flat, mid)  # neighbours one float32 step apart: the lower value splits too
+        return cls(index, np.repeat(np.arange(x.shape[1]), sizes), np.repeat(offset, sizes), last, mid)
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """Closed-form ridge with an unpenalised intercept, as a linear layer (W (F, 1), b (1,))."""
-    xm, ym = x.mean(0), y.mean()
-    a = x - xm
-    w = np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ (y - ym))
-    return w[:, None].astype(np.float32), np.array([ym - xm @ w], dtype=np.float32)
+def boost(x: np.ndarray, y: np.ndarray, config: FitConfig,
+          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(feature, threshold, leaf) arrays of `AccuracyPredictor` for targets `y`: each tree is grown level
+    by level on a fresh subsample, every node taking the split (over all features and thresholds) that
+    most reduces the squared error, if any leaves `min_leaf` samples on both sides."""
+    x = np.asarray(x, dtype=np.float32)
+    n = len(x)
+    bins = _Bins.of(x)
+    inner, leaves = 2**config.depth - 1, 2**config.depth
+    feature = np.zeros((config.trees, inner), dtype=np.int32)
+    threshold = np.full((config.trees, inner), np.inf, dtype=np.float32)
+    leaf = np.zeros((config.trees, leaves), dtype=np.float32)
+    resid = np.asarray(y, dtype=np.float64).copy()
+    n_sub = min(n, max(1, round(config.subsample * n)))
+    rows = np.arange(n)
+    for t in range(config.trees):
+        sub = np.sort(rng.choice(n, n_sub, replace=False))
+        index = bins.index[sub]
+        node = np.zeros(n, dtype=np.int64)
+        for level in range(config.depth):
+            first = 2**level - 1
+            split_feature, split_threshold = _level_splits(bins, index, node[sub] - first, resid[sub], 2**level,
+                                                           config.min_leaf)
+            feature[t, first:2 * first + 1] = split_feature
+            threshold[t, first:2 * first + 1] = split_threshold
+            node = 2 * node + 1 + (x[rows, feature[t, node]] > threshold[t, node])
+        at = node[sub] - inner
+        sums = np.bincount(at, resid[sub], leaves)
+        counts = np.bincount(at, minlength=leaves)
+        leaf[t] = config.learning_rate * np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+        resid -= leaf[t, node - inner]
+    return feature, threshold, leaf
+
+
+def _level_splits(bins: _Bins, index: np.ndarray, local: np.ndarray, r: np.ndarray, nodes: int,
+                  min_leaf: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best split per node of one tree level, from per-(node, bin) counts and residual sums of the
+    subsample (`index` its bins, `local` its node at this level, `r` its residuals); (0, +inf) for a node
+    that cannot split (too few samples, or no split lowers the error)."""
+    n_bins = len(bins.feature)
+    key = (local[:, None] * n_bins + index).ravel()
+    counts = np.bincount(key, minlength=nodes * n_bins).reshape(nodes, n_bins)
+    sums = np.bincount(key, np.repeat(r, index.shape[1]), minlength=nodes * n_bins).reshape(nodes, n_bins)
+    pad = np.zeros((nodes, 1))
+    c_counts = np.concatenate([pad, np.cumsum(counts, axis=1)], axis=1)
+    c_sums = np.concatenate([pad, np.cumsum(sums, axis=1)], axis=1)
+    left_n = c_counts[:, 1:] - c_counts[:, bins.start]  # samples of the node at or below each bin
+    left_s = c_sums[:, 1:] - c_sums[:, bins.start]
+    total_n = np.bincount(local, minlength=nodes).astype(np.float64)[:, None]
+    total_s = np.bincount(local, r, minlength=nodes)[:, None]
+    right_n = total_n - left_n
+    ok = ~bins.last[None, :] & (left_n >= min_leaf) & (right_n >= min_leaf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.where(ok, left_s**2 / left_n + (total_s - left_s) ** 2 / right_n, -np.inf)
+        unsplit = np.where(total_n > 0, total_s**2 / total_n, 0.0)[:, 0]
+    best = np.argmax(score, axis=1)
+    split = score[np.arange(nodes), best] > unsplit + 1e-12
+    return (np.where(split, bins.feature[best], 0).astype(np.int32),
+            np.where(split, bins.threshold[best], np.inf).astype(np.float32))
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
@@ -206,7 +254,7 @@ def _fit_and_store(run: Run, measured: list[Sample], extra: list[Sample], holdou
     train_idx, held_idx = split_holdout(len(measured), holdout)
     tr = [measured[i] for i in train_idx] + extra
     ho = [measured[i] for i in held_idx]
-    model = fit_mlp(run.space, [s.arch for s in tr], [s.accuracy for s in tr], seed, config, run.num_classes)
+    model = fit_trees(run.space, [s.arch for s in tr], [s.accuracy for s in tr], seed, config, run.num_classes)
     figures = _holdout_figures(model, ho, run.num_classes)
     t2 = time.perf_counter()
     meta = {**figures, "train": len(tr), "holdout": len(ho), "seed": seed, "val_images": val_images,

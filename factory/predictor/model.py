@@ -1,9 +1,9 @@
-"""The accuracy predictor: an ensemble of small MLPs plus a ridge member on `predictor_features`.
+"""The accuracy predictor: gradient-boosted regression trees on `predictor_features`.
 
 Why a predictor: measuring one sub-network (BN recalibration + validation) takes about a second, and a
-search ranks ~10^4 candidates. Prediction is a numpy forward over a whole batch, so the search loop runs
-without torch and the model pickles into a process pool; torch is imported only to read and write
-`predictor.pt`. Fitting is `factory.predictor.fit`.
+search ranks ~10^4 candidates. Prediction is a numpy walk down every tree for a whole batch at once, so
+the search loop runs without torch and the model pickles into a process pool; torch is imported only to
+read and write `predictor.pt`. Fitting is `factory.predictor.fit`.
 """
 
 from __future__ import annotations
@@ -22,39 +22,31 @@ from supernets.arch import ArchConfig
 from supernets.space import SearchSpace, space_record
 
 PREDICTOR_FILE = "predictor.pt"
-PREDICTOR_VERSION = 3  # 2: cost features + ridge member; 3: resolution x stage interaction features
+# 2: cost features + ridge member; 3: resolution x stage features; 4: boosted trees (MLPs and ridge gone),
+# resolution x block features
+PREDICTOR_VERSION = 4
 
 
 @dataclass(frozen=True)
 class AccuracyPredictor:
-    """Ensemble of MLPs (ReLU) averaged with a ridge regression, predicting accuracy 0..1 from
-    `predictor_features`. Call it on a batch of archs."""
+    """Boosted regression trees predicting accuracy 0..1 from `predictor_features`; call it on a batch of
+    archs. Every tree is complete, of one depth, in heap order (node i has children 2i+1 and 2i+2); a
+    node that does not split has threshold +inf (everything goes left)."""
 
     space: SearchSpace
-    layers: tuple[tuple[tuple[np.ndarray, np.ndarray], ...], ...]  # per MLP member: ((W, b), ...)
+    feature: np.ndarray  # (trees, 2^depth - 1) int32: the feature column each inner node tests
+    threshold: np.ndarray  # (trees, 2^depth - 1) float32: go right when feature > threshold
+    leaf: np.ndarray  # (trees, 2^depth) float32: leaf values on standardised targets, learning rate applied
     target_mean: float
     target_std: float
     num_classes: int = 10
-    linear: tuple[np.ndarray, np.ndarray] | None = None  # ridge (W (F, 1), b (1,)) on standardised targets
-    linear_weight: float = 0.5
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __call__(self, archs: Sequence[ArchConfig]) -> np.ndarray:
         return self.predict_features(predictor_features(self.space, archs, self.num_classes))
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
-        outs = []
-        for member in self.layers:
-            h = x
-            for i, (w, b) in enumerate(member):
-                h = h @ w + b
-                if i < len(member) - 1:
-                    np.maximum(h, 0.0, out=h)
-            outs.append(h[:, 0])
-        y = np.mean(outs, axis=0)
-        if self.linear is not None:
-            y = (1 - self.linear_weight) * y + self.linear_weight * (x @ self.linear[0] + self.linear[1])[:, 0]
-        return y * self.target_std + self.target_mean
+        return tree_sum(self.feature, self.threshold, self.leaf, x) * self.target_std + self.target_mean
 
     @property
     def spearman(self) -> float | None:
@@ -66,15 +58,27 @@ class AccuracyPredictor:
         blob = {
             "version": PREDICTOR_VERSION,
             "space": space_record(self.space),
-            "layers": [[(torch.from_numpy(w), torch.from_numpy(b)) for w, b in m] for m in self.layers],
+            "feature": torch.from_numpy(self.feature),
+            "threshold": torch.from_numpy(self.threshold),
+            "leaf": torch.from_numpy(self.leaf),
             "target_mean": self.target_mean,
             "target_std": self.target_std,
             "num_classes": self.num_classes,
-            "linear": None if self.linear is None else tuple(torch.from_numpy(a) for a in self.linear),
-            "linear_weight": self.linear_weight,
             "meta": self.meta,
         }
         atomic_torch_save(blob, path)
+
+
+def tree_sum(feature: np.ndarray, threshold: np.ndarray, leaf: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(N,) float64: the sum over trees of the leaf each row of `x` (N, F) reaches; all trees at once."""
+    x = np.asarray(x, dtype=np.float32)
+    inner = feature.shape[1]
+    trees = np.arange(feature.shape[0])[None, :]
+    rows = np.arange(len(x))[:, None]
+    node = np.zeros((len(x), feature.shape[0]), dtype=np.int64)
+    for _ in range(int(np.log2(inner + 1))):
+        node = 2 * node + 1 + (x[rows, feature[trees, node]] > threshold[trees, node])
+    return leaf[trees, node - inner].sum(1, dtype=np.float64)
 
 
 def load_predictor(run_dir: Path, space: SearchSpace, checkpoint_sha256: str | None = None) -> AccuracyPredictor | None:
@@ -91,7 +95,9 @@ def load_predictor(run_dir: Path, space: SearchSpace, checkpoint_sha256: str | N
         raise UserInputError(f"{path}: not a readable predictor file ({exc}); refit with "
                              f"`factory predictor fit --run {run_dir}`") from None
     if blob.get("version") != PREDICTOR_VERSION:
-        raise UserInputError(f"{path}: version {blob.get('version')!r}, expected {PREDICTOR_VERSION}; refit it")
+        raise UserInputError(f"{path}: predictor file version {blob.get('version')!r}; this tool reads version "
+                             f"{PREDICTOR_VERSION} (boosted trees); refit with `factory predictor fit --run {run_dir}` "
+                             f"(sub-networks already measured in the run are reused, only the fit reruns)")
     sp = blob["space"]
     if {**sp, "width": float(sp.get("width", 1.0))} != space_record(space):
         raise UserInputError(f"{path}: fitted for space {sp}, but the run's space is {space_record(space)}; refit it")
@@ -100,9 +106,6 @@ def load_predictor(run_dir: Path, space: SearchSpace, checkpoint_sha256: str | N
         raise UserInputError(f"{path}: fitted on another supernet checkpoint (sha256 "
                              f"{str(meta.get('checkpoint_sha256'))[:12]}…, run has {checkpoint_sha256[:12]}…); "
                              f"refit with `factory predictor fit --run {run_dir}`")
-    layers = tuple(tuple((w.numpy().astype(np.float32), b.numpy().astype(np.float32)) for w, b in m)
-                   for m in blob["layers"])
-    linear = None if blob.get("linear") is None else tuple(t.numpy().astype(np.float32) for t in blob["linear"])
-    return AccuracyPredictor(space, layers, float(blob["target_mean"]), float(blob["target_std"]),
-                             int(blob.get("num_classes", 10)), linear, float(blob.get("linear_weight", 0.5)),
-                             meta)
+    return AccuracyPredictor(space, blob["feature"].numpy().astype(np.int32),
+                             blob["threshold"].numpy().astype(np.float32), blob["leaf"].numpy().astype(np.float32),
+                             float(blob["target_mean"]), float(blob["target_std"]), int(blob["num_classes"]), meta)
