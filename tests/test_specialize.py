@@ -169,7 +169,8 @@ def test_shipped_package_lets_verify_re_derive_preprocessing_and_cost(specialize
     outcome = {o["target"]: o for o in json.loads((dist / "report.json").read_text())}["roomy"]
     report = verify_package(dist / outcome["package"], latency_repeats=0)
     checked = report["manifest_checks"]["checked"]
-    assert "input.mean/std/scale" in checked and "metrics.macs/params/peak_activation_bytes" in checked
+    assert any(c.startswith("input.mean/std/scale") for c in checked), checked
+    assert "metrics.macs/params/peak_activation_bytes" in checked, checked
 
 
 def test_benchmark_reports_every_file_with_its_verdict(specialized: Specialized):
