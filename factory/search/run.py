@@ -120,7 +120,7 @@ def run_search(
                     seed=seed, map_fn=map_fn)
     files = SearchFiles.at(out, run.path, profile.name)
     info = {"target": profile.to_dict(), "run": str(run.path), "checkpoint_sha256": run.checkpoint_sha256,
-            "predictor": {"kind": "mlp-ensemble", "holdout_spearman": predictor.spearman,
+            "predictor": {"kind": "boosted-trees", "holdout_spearman": predictor.spearman,
                           "train": predictor.meta.get("train"), "holdout": predictor.meta.get("holdout")}}
     pick = None
     uniform = {run.space.canonical(a) for a in run.space.uniform_grid()}
