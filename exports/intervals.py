@@ -49,6 +49,14 @@ class AccuracyEstimate:
         return cls(int(hits.sum()), int(hits.size), split)
 
 
+def estimate_text(record: dict[str, Any] | None, missing: str = "-") -> str:
+    """An `AccuracyEstimate.to_dict()` record as people read it: "97.29% [95.8, 98.3]" (percent, 95% interval)."""
+    if not record:
+        return missing
+    low, high = record["ci95"]
+    return f"{100 * record['value']:.2f}% [{100 * low:.1f}, {100 * high:.1f}]"
+
+
 def wilson_interval(correct: int, images: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion; (nan, nan) for 0 images."""
     if images <= 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from exports.intervals import estimate_text
 from exports.official_tools import official_command
 
 _PREPROCESS = '''import json, numpy as np
@@ -97,17 +98,10 @@ def _measured(manifest: dict[str, Any]) -> list[str]:
         size = f["size_bytes"] + sum(x["size_bytes"] for x in f.get("extra_files", []))
         acc = m.get("accuracy")
         lines.append(f"| `{f['path']}` | {f['format']} | {f['precision']} | {f['layout']} | {size / 1e6:.2f} | "
-                     f"{_estimate(tested.get(f['path']))} | {'-' if acc is None else f'{acc:.2%}'} | "
+                     f"{estimate_text(tested.get(f['path']))} | {'-' if acc is None else f'{acc:.2%}'} | "
                      f"{m.get('relative_diff', float('nan')):.1e} | "
                      f"{_fmt_ms(m.get('latency_p50_ms'))} | {_fmt_ms(m.get('latency_p95_ms'))} |")
     return lines
-
-
-def _estimate(record: dict[str, Any] | None) -> str:
-    if not record:
-        return "-"
-    low, high = record["ci95"]
-    return f"{record['value']:.2%} [{low:.2%}, {high:.2%}]"
 
 
 def _test_lines(test: dict[str, Any] | None) -> list[str]:
@@ -116,7 +110,7 @@ def _test_lines(test: dict[str, Any] | None) -> list[str]:
         return ["", "No test split in this run (made before the factory held one out): the accuracies below are "
                 "on the validation split the sub-network was chosen on, so they are optimistic."]
     return ["", f"Test split ({test['images']} images that no training, search, pick or gate saw): PyTorch "
-            f"{_estimate(test['pytorch'])}. Quote these; validation accuracy is where the pick was chosen "
+            f"{estimate_text(test['pytorch'])}. Quote these; validation accuracy is where the pick was chosen "
             "(optimistic). Two figures whose intervals overlap may be a tie."]
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from exports import FORMATS, check_precision, get_format
 from exports.convert import convert
 from exports.files import ordinary_permissions
-from exports.intervals import AccuracyEstimate
+from exports.intervals import AccuracyEstimate, estimate_text
 from exports.modelcard import render_model_card
 from exports.runtime import load_session
 from exports.signing import SIGNATURE_FILE
@@ -297,16 +297,11 @@ def _build(req: PackageRequest, root: Path, say: Callable[[str], None]) -> dict[
     (root / "README.md").write_text(render_model_card(manifest))
     tested = manifest["metrics"].get("test", {}).get("files", {})
     for f in report["files"]:
-        test = f", test {_estimate_text(tested[f['path']])}" if f["path"] in tested else ""
+        test = f", test {estimate_text(tested[f['path']])}" if f["path"] in tested else ""
         say(f"verified {f['path']}: val accuracy {f['accuracy']:.2%}{test}, max |diff| {f['relative_diff']:.1e} x "
             f"scale, agreement {f['top1_agreement']:.1%}, p50 {f['latency_p50_ms']:.3f} ms, "
             f"p95 {f['latency_p95_ms']:.3f} ms")
     return manifest
-
-
-def _estimate_text(record: dict[str, Any]) -> str:
-    low, high = record["ci95"]
-    return f"{record['value']:.2%} [{low:.2%}, {high:.2%}]"
 
 
 def _test_metrics(root: Path, files: list[dict[str, Any]], test: VerificationSet, threads: int) -> dict[str, Any]:

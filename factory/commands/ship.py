@@ -33,6 +33,7 @@ def _say(message: str) -> None:
 def _summarise(outcomes: list[TargetOutcome], out: Path, as_json: bool) -> None:
     """Print one line per target (or JSON); SomeFailedError when a target did not ship, its exit code by
     factory.errors.combined_exit_code."""
+    from exports.intervals import estimate_text
     from factory.errors import SomeFailedError, combined_exit_code
 
     if as_json:
@@ -40,9 +41,7 @@ def _summarise(outcomes: list[TargetOutcome], out: Path, as_json: bool) -> None:
     else:
         for o in outcomes:
             if o.status == "shipped":
-                test = "" if not o.test_accuracy else (
-                    f"test accuracy {100 * o.test_accuracy['value']:.2f}% [{100 * o.test_accuracy['ci95'][0]:.1f}, "
-                    f"{100 * o.test_accuracy['ci95'][1]:.1f}]  ")
+                test = f"test accuracy {estimate_text(o.test_accuracy)}  " if o.test_accuracy else ""
                 click.echo(f"{o.target:<16} shipped  {o.package}  {test}val accuracy {100 * (o.accuracy or 0):.2f}%  "
                            f"p50 {o.latency_p50_ms:.3f} ms  p95 {o.latency_p95_ms:.3f} ms  size {o.size_mb:.2f} MB")
             else:

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exports.intervals import estimate_text
+
 
 @dataclass
 class TargetOutcome:
@@ -63,13 +65,6 @@ def arch_summary(arch: dict[str, Any] | None) -> str:
     return f"r{arch['resolution']} d{''.join(str(d) for d in depths)} k{k:.1f} e{e:.1f}"
 
 
-def _estimate(record: dict[str, Any] | None) -> str:
-    if not record:
-        return "–"
-    low, high = record["ci95"]
-    return f"{100 * record['value']:.2f}% [{100 * low:.1f}, {100 * high:.1f}]"
-
-
 def _rows(outcomes: list[TargetOutcome]) -> list[list[str]]:
     rows = []
     for o in outcomes:
@@ -79,7 +74,7 @@ def _rows(outcomes: list[TargetOutcome]) -> list[list[str]]:
             f"{o.runtime} {o.precision}".strip(),
             o.status,
             arch_summary(o.arch),
-            _estimate(o.test_accuracy),
+            estimate_text(o.test_accuracy, missing="–"),
             "–" if o.accuracy is None else f"{100 * o.accuracy:.2f}%",
             _vs(o.latency_p50_ms, b.get("latency_p50_ms")),
             _vs(o.latency_p95_ms, b.get("latency_p95_ms")),
