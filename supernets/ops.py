@@ -61,7 +61,24 @@ class DynamicDepthwiseConv(nn.Module):
 
     def forward(self, x: torch.Tensor, kernel: int) -> torch.Tensor:
         channels = x.shape[1]
-        return F.conv2d(x, self.active_filter(channels, kernel), None, self.stride, kernel // 2, 1, channels)
+        weight = self.active_filter(channels, kernel)
+        crop = reachable_crop(kernel, self.stride, x.shape[-2], x.shape[-1])
+        if crop:
+            weight = weight[:, :, crop:kernel - crop, crop:kernel - crop]
+        return F.conv2d(x, weight, None, self.stride, kernel // 2 - crop, 1, channels)
+
+
+def reachable_crop(kernel: int, stride: int, height: int, width: int) -> int:
+    """Taps to drop from each border of a `kernel` x `kernel` filter (padding k//2) that only ever meet the
+    zero padding of an input this small: a 7x7 filter on a 2x2 map reads only its centre 3x3. Dropping
+    them (and as much padding) gives the same output and gradients, and oneDNN's depthwise kernels then
+    skip most of the work (a 7x7 backward on 2x2 maps was ~10x the 3x3 one)."""
+    pad = kernel // 2
+    crop = pad
+    for size in (height, width):
+        out = (size + 2 * pad - kernel) // stride + 1
+        crop = min(crop, pad - stride * (out - 1), kernel - pad - size)
+    return max(0, crop)
 
 
 class DynamicBatchNorm2d(nn.Module):
@@ -115,8 +132,10 @@ class DynamicSqueezeExcite(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The 1x1 convs of a squeezed (N, C, 1, 1) tensor are matrix products: as F.linear on (N, C) their
+        # forward + backward runs ~2.5x faster on the CPU than oneDNN's 1x1 convolution (same function).
         rw, rb, ew, eb = self.active_params(x.shape[1])
-        scale = x.mean((2, 3), keepdim=True)
-        scale = F.relu(F.conv2d(scale, rw, rb))
-        scale = F.hardsigmoid(F.conv2d(scale, ew, eb))
-        return x * scale
+        scale = x.mean((2, 3))
+        scale = F.relu(F.linear(scale, rw.flatten(1), rb))
+        scale = F.hardsigmoid(F.linear(scale, ew.flatten(1), eb))
+        return x * scale[:, :, None, None]

@@ -134,3 +134,30 @@ def test_imagenet_space_parity_at_smallest_resolution():
     space = get_space("ofa_mbv3")
     net = _trained_like(space)
     _check_parity(net, space, [space.smallest()])
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_cropping_unreachable_taps_keeps_depthwise_output_and_gradients(kernel, stride):
+    """On maps smaller than the filter, the taps that only meet zero padding are dropped (a 7x7 filter on a
+    2x2 map runs as 3x3): same output, same gradients for input and every filter weight, and on 2x2 maps
+    the crop really happens."""
+    import torch.nn.functional as F
+
+    from supernets.ops import reachable_crop
+
+    torch.manual_seed(0)
+    for size in range(1, 10):
+        x = torch.randn(2, 4, size, size + (size > 3), requires_grad=True)
+        w = torch.randn(4, 1, kernel, kernel, requires_grad=True)
+        full = F.conv2d(x, w, None, stride, kernel // 2, 1, 4)
+        full_grads = torch.autograd.grad(full.square().sum(), (x, w))
+        c = reachable_crop(kernel, stride, x.shape[-2], x.shape[-1])
+        cropped = F.conv2d(x, w[:, :, c:kernel - c, c:kernel - c], None, stride, kernel // 2 - c, 1, 4)
+        grads = torch.autograd.grad(cropped.square().sum(), (x, w))
+        assert cropped.shape == full.shape
+        torch.testing.assert_close(cropped, full, atol=1e-5, rtol=1e-5)
+        for g, ref in zip(grads, full_grads, strict=True):
+            torch.testing.assert_close(g, ref, atol=1e-4, rtol=1e-4)
+        if size == 2 and kernel > 3:
+            assert c == (kernel - 3) // 2
