@@ -12,6 +12,8 @@ the single-process figures (docs/decisions.md: predictor measurements under torc
 
 from __future__ import annotations
 
+import itertools
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +35,40 @@ if TYPE_CHECKING:
     from supernets.static import StaticNet
 
 DEFAULT_BATCH = 250
+INPUT_CACHE_BYTES = 256 * 2**20
+
+
+class InputCache:
+    """Model inputs of an image tensor at one resolution, in batches, kept between sub-networks: measuring
+    hundreds of sub-networks on the same calibration and validation images resized and normalised them
+    again for each. Bounded in bytes (least recently used first out; a 224-px split too big to keep is
+    simply prepared each time). Holds a reference to each source tensor, so identity is a safe key."""
+
+    def __init__(self, max_bytes: int = INPUT_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._store: OrderedDict[tuple, tuple[torch.Tensor, list[torch.Tensor]]] = OrderedDict()
+
+    def batches(self, images: torch.Tensor, chunks: Sequence[slice], resolution: int, mean: Sequence[float],
+                std: Sequence[float]) -> Iterator[torch.Tensor]:
+        key = (id(images), tuple((c.start, c.stop) for c in chunks), resolution, tuple(mean), tuple(std))
+        hit = self._store.get(key)
+        if hit is not None and hit[0] is images:
+            self._store.move_to_end(key)
+            yield from hit[1]
+            return
+        prepared = [to_model_input(images[c], resolution, mean, std) for c in chunks]
+        size = sum(t.numel() * t.element_size() for t in prepared)
+        if size <= self.max_bytes:
+            self._store[key] = (images, prepared)
+            while sum(sum(t.numel() * t.element_size() for t in v[1]) for v in self._store.values()) > self.max_bytes:
+                self._store.popitem(last=False)
+        yield from prepared
+
+    def clear(self) -> None:
+        self._store.clear()
+
+
+_INPUTS = InputCache()
 
 
 @dataclass(frozen=True)
@@ -111,8 +147,11 @@ def recalibrate_bn(
                 m.momentum = None
                 m.train()
             # equal-size chunks: the cumulative average weights every batch alike
-            for chunk in torch.tensor_split(images_uint8, -(-len(images_uint8) // batch_size)):
-                net(_prepare(to_model_input(chunk, arch.resolution, mean, std), dev))
+            n, parts = len(images_uint8), -(-len(images_uint8) // batch_size)
+            bounds = [i * (n // parts) + min(i, n % parts) for i in range(parts + 1)]  # as torch.tensor_split
+            chunks = [slice(a, b) for a, b in itertools.pairwise(bounds)]
+            for x in _INPUTS.batches(images_uint8, chunks, arch.resolution, mean, std):
+                net(_prepare(x, dev))
     finally:
         for m, mom in zip(bns, momenta, strict=True):
             m.momentum = mom
@@ -145,9 +184,9 @@ def evaluate_on(
         recalibrate_bn(net, arch, calib.images, mean, std, batch_size, dev)
         correct, loss_sum = 0.0, 0.0
         with net.activated(arch):
-            for start in batches:
-                x = to_model_input(val.images[start:start + batch_size], arch.resolution, mean, std)
-                y = val.labels[start:start + batch_size].to(dev)
+            chunks = [slice(start, start + batch_size) for start in batches]
+            for x, part in zip(_INPUTS.batches(val.images, chunks, arch.resolution, mean, std), chunks, strict=True):
+                y = val.labels[part].to(dev)
                 logits = net(_prepare(x, dev)).float()
                 loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
                 correct += int((logits.argmax(1) == y).sum())
