@@ -163,7 +163,7 @@ def file_record(root: Path, rel: str) -> dict[str, Any]:
     return {"path": rel, "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
 
 
-def _checksum_problems(root: Path, record: dict[str, Any]) -> list[str]:
+def checksum_problems(root: Path, record: dict[str, Any]) -> list[str]:
     path = root / record["path"]
     if not path.is_file():
         return [f"{record['path']}: missing"]
@@ -258,7 +258,7 @@ def check_file(root: Path, entry: dict[str, Any], vset: VerificationSet, *, thre
     records = [entry, *entry.get("extra_files", [])]
     result: dict[str, Any] = {"path": entry["path"], "format": entry["format"], "precision": entry["precision"],
                               "size_bytes": sum(r["size_bytes"] for r in records)}
-    failures = [p for r in records for p in _checksum_problems(root, r)]
+    failures = [p for r in records for p in checksum_problems(root, r)]
     if failures:
         return {**result, "passed": False, "failures": failures}, None
     try:
@@ -661,7 +661,7 @@ def run_gate(package: Path, *, budgets: dict[str, float | None] | None = None, t
     vrec = manifest["verification"]
     budgets = budgets if budgets is not None else (vrec.get("budgets") or {})
     threads = threads or int(manifest.get("metrics", {}).get("threads") or 1)
-    problems = _checksum_problems(root, vrec)
+    problems = checksum_problems(root, vrec)
     report: dict[str, Any] = {"package": str(root), "threads": threads, "budgets": budgets, "files": []}
     if problems:
         report.update(passed=False, failures=problems)

@@ -245,6 +245,46 @@ def test_specialize_fits_a_predictor_then_converts_each_target_once_per_format(s
     assert not [p for p in res.scratch.iterdir() if p.name.startswith("factory-verify-")]  # picks' folders removed
 
 
+def test_a_second_specialize_reuses_an_unchanged_target_and_redoes_a_touched_one(specialized: Specialized,
+                                                                                  tmp_path: Path):
+    """Nothing changed (same supernet, predictor, table, profile, options, code): the shipped target's package is
+    reused without a conversion or a BN recalibration, and its report row is the same. A package file that no
+    longer matches its manifest is never reused: that target is specialized again."""
+    from click.testing import CliRunner
+
+    from factory.cli import cli
+
+    dist = tmp_path / "dist"
+    shutil.copytree(specialized.dist, dist)
+    before = {o["target"]: o for o in json.loads((dist / "report.json").read_text())}
+    profiles = sorted(specialized.run_dir.parent.glob("*.toml"), key=lambda p: p.name != "roomy.toml")
+    args = ["specialize", "--run", str(specialized.run_dir), "--targets", ",".join(map(str, profiles)),
+            "--population", "16", "--generations", "4", "--verify-top", "1", "--predictor-samples", "30",
+            "--out", str(dist), "--sign-key", str(specialized.keys / "key.pem")]
+
+    def rerun() -> tuple[str, Counter, Counter]:
+        with pytest.MonkeyPatch.context() as mp:
+            conversions, recalibrations = _count_conversions(mp)
+            res = CliRunner().invoke(cli, args)
+        return res.output, conversions, recalibrations
+
+    output, conversions, recalibrations = rerun()
+    assert "roomy: nothing changed since" in output, output
+    assert conversions[("roomy", "onnx")] == 0
+    assert not [k for k in recalibrations if k[0] == "roomy"]
+    after = {o["target"]: o for o in json.loads((dist / "report.json").read_text())}
+    assert after["roomy"]["status"] == "shipped" and after["roomy"]["package"] == before["roomy"]["package"]
+    assert after["roomy"]["test_accuracy"] == before["roomy"]["test_accuracy"]
+    assert after["impossible"]["status"] == "infeasible"  # failed targets are never reused: searched again
+
+    model = dist / before["roomy"]["package"] / "model.onnx"
+    model.write_bytes(model.read_bytes() + b"\0")
+    output, conversions, _ = rerun()
+    assert "roomy: nothing changed" not in output
+    assert conversions[("roomy", "onnx")] == 1
+    assert json.loads((dist / "report.json").read_text())[0]["status"] == "shipped"
+
+
 @pytest.mark.parametrize(("codes", "expected"), [((0, 0), 0), ((0, 3, 3), 3), ((4, 0), 4), ((3, 4), 1),
                                                  ((2,), 2), ((1, 4), 1)])
 def test_exit_code_of_several_failures_is_their_common_kind_else_1(codes, expected):

@@ -3,17 +3,18 @@ accuracy predictor first when the run has none)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from factory.ship.report import TargetOutcome
 
 
-def ensure_trained(run_dir: Path, say: Callable[[str], None], track_uri: str | None = None) -> None:
+def ensure_trained(run_dir: Path, say: Callable[[str], None], track_uri: str | None = None) -> str:
     """Train the demo preset on mnist5k; reuse a finished run, resume an interrupted one.
 
     Training runs in its own `factory train` process, as a user would run it (and so an interrupted
-    demo resumes from the checkpoint)."""
+    demo resumes from the checkpoint). Returns what happened: "reused", "resumed" or "trained"."""
     import subprocess
     import sys
 
@@ -21,7 +22,7 @@ def ensure_trained(run_dir: Path, say: Callable[[str], None], track_uri: str | N
 
     if (run_dir / "supernet.pt").is_file():
         say(f"reusing the trained supernet in {run_dir} (pass --retrain to train again)")
-        return
+        return "reused"
     resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
     say(("resuming" if resume else "training") + f" the demo supernet on mnist5k into {run_dir}")
     args = ["--out", str(run_dir), "--resume"] if resume else [
@@ -32,6 +33,7 @@ def ensure_trained(run_dir: Path, say: Callable[[str], None], track_uri: str | N
     if proc.returncode != 0:
         raise FactoryError(f"training the demo supernet failed (exit code {proc.returncode}); rerun `factory demo` "
                            f"to resume from the last checkpoint in {run_dir}")
+    return "resumed" if resume else "trained"
 
 
 def run_demo(run_dir: Path, out: Path, samples: int = 450, population: int = 100, generations: int = 100,
@@ -40,12 +42,19 @@ def run_demo(run_dir: Path, out: Path, samples: int = 450, population: int = 100
     """Train (or reuse), then specialize every built-in target. `track`: MLflow tracking (factory.tracking):
     the training and the specialization each get a run in the same store."""
     from factory.ship.specialize import SpecializeOptions, specialize
+    from factory.ship.stages import StageTimes
     from factory.tracking import tracked, tracking_uri
 
-    ensure_trained(run_dir, say, None if track is None else tracking_uri(track, run_dir))
+    times = StageTimes()
+    start = time.perf_counter()
+    how = ensure_trained(run_dir, say, None if track is None else tracking_uri(track, run_dir))
+    times.add("training", time.perf_counter() - start, how)
     options = SpecializeOptions(population=population, generations=generations, seed=seed, predictor_samples=samples,
                                 sign_key=sign_key)
     with tracked(track, run_dir, "demo") as tracker:
-        outcomes = specialize(run_dir, "all", out, options, say=say, tracker=tracker)
-    say(f"packages: {out}/<target>/<package>/ ; report: {out / 'report.md'} and {out / 'report.html'}")
+        outcomes = specialize(run_dir, "all", out, options, say=say, tracker=tracker, times=times)
+    say("where the time went (wall seconds):\n" + times.table())
+    times.save(out)
+    say(f"packages: {out}/<target>/<package>/ ; report: {out / 'report.md'} and {out / 'report.html'}; "
+        f"stage times: {out / 'timings.json'}")
     return outcomes

@@ -37,6 +37,7 @@ class TargetOutcome:
     package: str | None = None
     pareto_png: str | None = None
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # latency table / search + verified pick / package
     exit_code: int = 0  # of the failure (factory.errors: 3 infeasible, 4 gate refused, ...); 0 when shipped
 
     def to_dict(self) -> dict[str, Any]:

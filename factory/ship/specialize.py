@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from factory.errors import FactoryError, InfeasibleTargetError, UserInputError, VerificationError
 from factory.ship.report import TargetOutcome, write_report
+from factory.ship.stages import StageTimes
 
 if TYPE_CHECKING:
     from exports.package import WrittenPackage
@@ -111,6 +112,14 @@ def ensure_latency_table(run: Run, profile: TargetProfile, say: Say) -> LatencyM
     return load_latency_model(run.path, profile, space=run.space, num_classes=run.num_classes)
 
 
+def latency_table_file(run: Run, profile: TargetProfile) -> Path:
+    """The file `ensure_latency_table` loaded: the run's own table, else the profile's."""
+    from targets.latency import table_path
+
+    path = table_path(run.path, profile.name)
+    return path if path.exists() or profile.latency_table is None else profile.latency_table
+
+
 def package_name(run: Run, arch: ArchConfig) -> str:
     digest = hashlib.sha256(arch.to_json().encode()).hexdigest()[:8]
     return f"{run.name}-r{arch.resolution}-{digest}"
@@ -119,11 +128,24 @@ def package_name(run: Run, arch: ArchConfig) -> str:
 def specialize_target(run: Run, profile: TargetProfile, out_dir: Path, options: SpecializeOptions, say: Say,
                       predictor: AccuracyPredictor) -> TargetOutcome:
     """One target end to end; never raises for a domain failure (the outcome records it, exit code too)."""
+    from factory.ship.reuse import remember, reusable_outcome, specialization_inputs
+
     started = time.perf_counter()
     outcome = TargetOutcome(target=profile.name, status="failed", runtime=profile.runtime,
                             precision=profile.precision, budgets=profile.constraints.to_dict())
+    inputs = None
     try:
-        _ship_target(run, profile, out_dir, options, say, predictor, outcome)
+        latency = ensure_latency_table(run, profile, say)
+        outcome.stage_seconds["latency table"] = round(time.perf_counter() - started, 2)
+        inputs = specialization_inputs(run, profile, options, latency_table_file(run, profile))
+        reused = reusable_outcome(out_dir, profile, inputs)
+        if reused is not None:
+            say(f"{profile.name}: nothing changed since {reused.package} was shipped (same supernet, predictor, "
+                f"latency table, profile, options and code): reusing it")
+            reused.stage_seconds = {"reused": round(time.perf_counter() - started, 2)}
+            reused.seconds = time.perf_counter() - started
+            return reused
+        _ship_target(run, profile, out_dir, options, say, predictor, outcome, latency)
         outcome.status = "shipped"
     except FactoryError as exc:
         outcome.status = "infeasible" if isinstance(exc, InfeasibleTargetError) else "failed"
@@ -133,17 +155,26 @@ def specialize_target(run: Run, profile: TargetProfile, out_dir: Path, options: 
     except Exception as exc:  # one target's bug must not stop the others; the report names it
         outcome.message, outcome.exit_code = f"unexpected {type(exc).__name__}: {exc}", 1
     outcome.seconds = time.perf_counter() - started
+    if inputs is not None:
+        remember(out_dir, profile, inputs, outcome)
     return outcome
 
 
 def _ship_target(run: Run, profile: TargetProfile, out_dir: Path, options: SpecializeOptions, say: Say,
-                 predictor: AccuracyPredictor, outcome: TargetOutcome) -> None:
-    """Latency model -> search -> package; fills `outcome` as it goes (the pick before the package, so a
-    refused package still reports what was picked)."""
+                 predictor: AccuracyPredictor, outcome: TargetOutcome, latency: LatencyModel) -> None:
+    """Search -> package; fills `outcome` as it goes (the pick before the package, so a refused package
+    still reports what was picked)."""
     from factory.search.run import run_search
     from factory.ship.export import export_package, package_pick
 
-    latency = ensure_latency_table(run, profile, say)
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        outcome.stage_seconds[stage] = round(now - clock, 2)
+        clock = now
+
     say(f"{profile.name}: searching ({options.population} x {options.generations}, seed {options.seed})")
     target_dir = out_dir / profile.name
     try:
@@ -151,6 +182,7 @@ def _ship_target(run: Run, profile: TargetProfile, out_dir: Path, options: Speci
                               seed=options.seed, verify_top=options.verify_top, latency=latency, predictor=predictor)
     finally:
         _copy_pareto_plot(run, profile, target_dir, outcome, out_dir)
+        lap("search + verified pick")
     lineage = {"search_seed": options.seed}
     with searched:
         chosen = searched.result.chosen
@@ -166,6 +198,7 @@ def _ship_target(run: Run, profile: TargetProfile, out_dir: Path, options: Speci
             say(f"{profile.name}: packaging the verified pick ({profile.format} {profile.precision})")
             package = package_pick(run, searched.pick, profile, package_dir, lineage, say, options.latency_repeats,
                                    sign_key=options.sign_key)
+    lap("package")
     _record_package(outcome, package, out_dir)
 
 
@@ -199,10 +232,12 @@ def _record_package(outcome: TargetOutcome, package: WrittenPackage, out_dir: Pa
 
 
 def specialize(run_dir: str | Path, targets: str, out_dir: str | Path, options: SpecializeOptions | None = None,
-               say: Say | None = None, tracker: Tracker | None = None) -> list[TargetOutcome]:
+               say: Say | None = None, tracker: Tracker | None = None,
+               times: StageTimes | None = None) -> list[TargetOutcome]:
     """Search, export and verify one package per target; write report.md/html/json in `out_dir`. The
     accuracy predictor is fitted first when the run has none. `tracker` (factory.tracking) records the
-    predictor's fit, each target's pick, figures, plot and package, and the report."""
+    predictor's fit, each target's pick, figures, plot and package, and the report. `times` receives the
+    wall seconds of each stage (predictor, then each target's latency table, search and package)."""
     from factory.run import load_run
     from factory.tracking import NullTracker, log_report, log_target
 
@@ -213,7 +248,10 @@ def specialize(run_dir: str | Path, targets: str, out_dir: str | Path, options: 
     profiles = resolve_targets(targets, run.space.name)
     from factory.predictor.fit import default_samples
 
-    predictor = ensure_predictor(run, options.predictor_samples or default_samples(run.space.name), say, tracker)
+    times = times if times is not None else StageTimes()
+    with times.stage("accuracy predictor"):
+        predictor = ensure_predictor(run, options.predictor_samples or default_samples(run.space.name), say,
+                                     tracker)
     tracker.log_params({"run": str(run.path), "supernet_sha256": run.checkpoint_sha256, "targets": targets,
                         "search": asdict(options)})
     out = Path(out_dir)
@@ -222,6 +260,8 @@ def specialize(run_dir: str | Path, targets: str, out_dir: str | Path, options: 
     for i, profile in enumerate(profiles, 1):
         say(f"[{i}/{len(profiles)}] target {profile.name}: {profile.description}")
         outcome = specialize_target(run, profile, out, options, say, predictor)
+        for stage, seconds in outcome.stage_seconds.items():
+            times.add(f"{profile.name}: {stage}", seconds)
         say(f"[{i}/{len(profiles)}] {profile.name}: {outcome.status}"
             + (f" — {outcome.message}" if outcome.message else "") + f" ({outcome.seconds:.0f} s)")
         outcomes.append(outcome)
