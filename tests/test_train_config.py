@@ -75,7 +75,7 @@ def test_incompatible_key_ignores_runtime_settings():
     base = load_preset("demo")
     assert first_incompatible_key(base, apply_overrides(base, Overrides(device="cpu", checkpoint_interval_s=5))) is None
     key, was, now = first_incompatible_key(base, apply_overrides(base, Overrides(batch_size=16)))
-    assert (key, was, now) == ("train.batch_size", 64, 16)
+    assert (key, was, now) == ("train.batch_size", 128, 16)
     toml = tomllib.loads(base.to_toml())
     toml["phases"]["depth"]["lr"] = 0.5
     assert first_incompatible_key(base, config_from_dict(toml))[0] == "phases.depth.lr"
