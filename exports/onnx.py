@@ -31,7 +31,7 @@ def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) ->
     path = out_dir / FORMATS["onnx"].file_name
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         fp32_path = Path(tmp) / "fp32.onnx"
-        _export_fp32(model, fp32_path, spec)
+        export_fp32(model, fp32_path, spec)
         proto = onnx.load(str(fp32_path))
         if precision == "fp16":
             proto = weights_to_fp16(proto)
@@ -44,7 +44,7 @@ def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) ->
     return path
 
 
-def _export_fp32(model: nn.Module, path: Path, spec: ExportSpec) -> None:
+def export_fp32(model: nn.Module, path: Path, spec: ExportSpec) -> None:
     x = torch.zeros(spec.input_shape_nchw)
     with torch.no_grad():
         torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=OPSET,
