@@ -82,7 +82,7 @@ class EvalResult:
         return {"accuracy": self.accuracy, "loss": self.loss, "arch": self.arch.to_dict(), "images": self.images}
 
 
-def _bn_modules(net: nn.Module) -> list[nn.Module]:
+def bn_modules(net: nn.Module) -> list[nn.Module]:
     return [m for m in net.modules() if isinstance(m, nn.BatchNorm2d | DynamicBatchNorm2d)]
 
 
@@ -90,7 +90,7 @@ def _bn_modules(net: nn.Module) -> list[nn.Module]:
 def preserved_bn_stats(net: nn.Module) -> Iterator[None]:
     """Snapshot every BN running buffer and restore it on exit."""
     saved = [(m, {k: getattr(m, k).clone() for k in ("running_mean", "running_var", "num_batches_tracked")})
-             for m in _bn_modules(net)]
+             for m in bn_modules(net)]
     try:
         yield
     finally:
@@ -100,7 +100,7 @@ def preserved_bn_stats(net: nn.Module) -> Iterator[None]:
                     getattr(m, k).copy_(v)
 
 
-def _device(device: str | torch.device) -> torch.device:
+def eval_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -114,6 +114,21 @@ def on_device(net: nn.Module, device: torch.device) -> Iterator[None]:
         yield
     finally:
         net.to("cpu", memory_format=torch.contiguous_format)
+
+
+def equal_chunks(n: int, batch_size: int) -> list[slice]:
+    """`n` items in equal-size chunks of at most `batch_size` (as torch.tensor_split): BN recalibration's
+    cumulative average then weights every chunk alike."""
+    parts = max(1, -(-n // batch_size))
+    bounds = [i * (n // parts) + min(i, n % parts) for i in range(parts + 1)]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def model_inputs(images: torch.Tensor, chunks: Sequence[slice], resolution: int, mean: Sequence[float],
+                 std: Sequence[float], device: torch.device) -> Iterator[torch.Tensor]:
+    """Each chunk of uint8 `images` as model input on `device` (kept between sub-networks: InputCache)."""
+    for x in _INPUTS.batches(images, chunks, resolution, mean, std):
+        yield _prepare(x, device)
 
 
 def _prepare(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -136,8 +151,8 @@ def recalibrate_bn(
     The net is left in eval mode with its previously active arch; only BN buffers change (and the mode)."""
     if len(images_uint8) == 0:
         raise ValueError("recalibrate_bn: no calibration images")
-    dev = _device(device)
-    bns = _bn_modules(net)
+    dev = eval_device(device)
+    bns = bn_modules(net)
     momenta = [m.momentum for m in bns]
     try:
         with net.activated(arch):
@@ -146,12 +161,9 @@ def recalibrate_bn(
                 m.reset_running_stats()
                 m.momentum = None
                 m.train()
-            # equal-size chunks: the cumulative average weights every batch alike
-            n, parts = len(images_uint8), -(-len(images_uint8) // batch_size)
-            bounds = [i * (n // parts) + min(i, n % parts) for i in range(parts + 1)]  # as torch.tensor_split
-            chunks = [slice(a, b) for a, b in itertools.pairwise(bounds)]
-            for x in _INPUTS.batches(images_uint8, chunks, arch.resolution, mean, std):
-                net(_prepare(x, dev))
+            for x in model_inputs(images_uint8, equal_chunks(len(images_uint8), batch_size), arch.resolution,
+                                  mean, std, dev):
+                net(x)
     finally:
         for m, mom in zip(bns, momenta, strict=True):
             m.momentum = mom
@@ -175,7 +187,7 @@ def evaluate_on(
     With `ctx` this is collective: every rank recalibrates on all of `calib` (the same batches, so the
     same statistics as one process), evaluates its share of the single-process batches of `val`, and
     gets the summed correct count and loss."""
-    dev = _device(device)
+    dev = eval_device(device)
     was_training = net.training
     batches = range(0, len(val), batch_size)
     if ctx is not None:
@@ -212,7 +224,7 @@ def evaluate_arch(run: Run, arch: ArchConfig, device: str = "cpu", batch_size: i
     if len(images) == 0:
         raise UserInputError(f"run {run.path}: no {split} split (the run was made before the factory held one "
                              "out); train it again, or evaluate on val")
-    dev = _device(device)
+    dev = eval_device(device)
     with on_device(run.supernet, dev):
         return evaluate_on(run.supernet, arch, ds.calib, images, run.mean, run.std, dev, batch_size)
 

@@ -170,3 +170,34 @@ def test_trees_predict_through_a_node_that_does_not_split() -> None:
     assert tree_sum(feature, threshold, leaf, x).tolist() == [1.0, 2.0, 3.0]
     model = AccuracyPredictor(SPACE, feature, threshold, leaf, target_mean=0.5, target_std=0.1)
     assert np.allclose(model.predict_features(x), [0.6, 0.7, 0.8])
+
+
+def test_shared_prefix_measurement_gives_evaluate_on_figures_while_sharing_the_first_blocks(tiny_run) -> None:
+    """Sub-networks measured in prefix order reuse the stem and first-block work of the previous one: the
+    accuracy and loss are those of evaluate_on for every arch, the shared units really are skipped, and
+    the supernet's buffers are unchanged afterwards."""
+    from dataclasses import replace
+
+    from factory.evaluate import evaluate_on
+    from factory.predictor.shared_prefix import SharedPrefixEvaluator
+    from factory.run import load_run
+
+    run = load_run(tiny_run)
+    ds = run.dataset()
+    space = run.space
+    rng = random.Random(3)
+    base = [space.sample(rng) for _ in range(4)]
+    # pairs that share resolution and first block but differ later, and one that shares only the resolution
+    archs = base + [replace(a, depths=(*a.depths[:-1], 2 if a.depths[-1] != 2 else 3)) for a in base]
+    archs += [replace(base[0], kernel_sizes=(5 if base[0].kernel_sizes[0] != 5 else 3, *base[0].kernel_sizes[1:]))]
+    archs = list(dict.fromkeys(space.canonical(a) for a in archs))
+    before = {k: v.clone() for k, v in run.supernet.state_dict().items()}
+    shared = SharedPrefixEvaluator(run.supernet, ds.calib, ds.val, run.mean, run.std, batch_size=64)
+    order = shared.order(archs)
+    got = {a: shared(a) for a in order}
+    assert shared.units_computed < 2 * len(archs)  # some stem / first-block work was reused
+    after = run.supernet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    for a in archs:
+        ref = evaluate_on(run.supernet, a, ds.calib, ds.val, run.mean, run.std, batch_size=64)
+        assert got[a].accuracy == ref.accuracy and got[a].loss == pytest.approx(ref.loss, rel=1e-6, abs=1e-9)

@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 
 from factory.data import Split
 from factory.errors import UserInputError
-from factory.evaluate import evaluate_on, on_device
+from factory.evaluate import on_device
 from factory.predictor.features import predictor_features
 from factory.predictor.model import PREDICTOR_FILE, AccuracyPredictor
 from factory.predictor.samples import SAMPLES_FILE, Sample, measure_samples, stratified_archs
@@ -271,19 +271,24 @@ def _measure(run: Run, archs: list[ArchConfig], val: Split, uniform: bool, progr
              ctx: DistContext) -> tuple[list[Sample], list[Sample]]:
     """Measurements of `archs` and, with `uniform`, of the uniformly scaled sub-networks not among them
     (the supernet already on `ctx.device`; collective under torchrun)."""
+    from factory.predictor.shared_prefix import SharedPrefixEvaluator
+
     ds = run.dataset()
+    shared = SharedPrefixEvaluator(run.supernet, ds.calib, val, run.mean, run.std, ctx.device, ctx=ctx)
 
     def measure(arch: ArchConfig) -> tuple[float, float, int]:
-        r = evaluate_on(run.supernet, arch, ds.calib, val, run.mean, run.std, ctx.device, ctx=ctx)
+        r = shared(arch)
         return r.accuracy, r.loss, r.images
 
     grid = []
     if uniform:
         seen = set(archs)
         grid = [a for a in dict.fromkeys(run.space.canonical(a) for a in run.space.uniform_grid()) if a not in seen]
-    every = measure_samples(archs + grid, measure, run.path / SAMPLES_FILE, run.space, run.checkpoint_sha256,
-                            progress, images=len(val), ctx=ctx)
-    return every[: len(archs)], every[len(archs):]
+    # measured in prefix order (consecutive sub-networks share their first blocks' work), returned as asked
+    measured = measure_samples(shared.order(archs + grid), measure, run.path / SAMPLES_FILE, run.space,
+                               run.checkpoint_sha256, progress, images=len(val), ctx=ctx)
+    by_arch = {s.arch: s for s in measured}
+    return [by_arch[a] for a in archs], [by_arch[a] for a in grid]
 
 
 def _holdout_figures(model: AccuracyPredictor, held: list[Sample], num_classes: int) -> dict[str, float]:
