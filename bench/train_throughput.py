@@ -154,21 +154,21 @@ def main() -> None:
             results[name].append(run_child(root, args, mobilenet=i == len(codes) - 1))
             print(f"round {r + 1}/{args.rounds} {name}: {weighted_images_per_s(results[name][-1]):.0f} img/s",
                   file=sys.stderr, flush=True)
-    print(f"batch {int(results['this tree'][0]['batch'])}, {int(results['this tree'][0]['threads'])} threads, "
-          f"median of {args.rounds} rounds; ms per optimizer step (teacher: 1 sub-network; others: the preset's)")
-    print("| code | " + " | ".join(PHASES) + " | demo img/s |")
-    print("|---|" + "---|" * (len(PHASES) + 1))
+    print(f"{int(results['this tree'][0]['threads'])} threads, median of {args.rounds} rounds; ms per optimizer "
+          "step of each code's own demo preset (teacher: 1 sub-network; others: the preset's)")
+    print("| code | batch | " + " | ".join(PHASES) + " | demo img/s |")
+    print("|---|---|" + "---|" * (len(PHASES) + 1))
     speeds = {}
     for name, rows in results.items():
         med = {p: statistics.median(row[p] for row in rows) * 1e3 for p in PHASES}
         speeds[name] = statistics.median(weighted_images_per_s(row) for row in rows)
-        print(f"| {name} | " + " | ".join(f"{med[p]:.0f}" for p in PHASES) + f" | {speeds[name]:.0f} |")
+        print(f"| {name} | {int(rows[0]['batch'])} | " + " | ".join(f"{med[p]:.0f}" for p in PHASES)
+              + f" | {speeds[name]:.0f} |")
     mb = results["this tree"]
     step = statistics.median(row["mobilenet"] for row in mb)
     print(f"| torchvision mobilenet_v3_large at {int(mb[0]['mobilenet_resolution'])} px "
           f"({mb[0]['mobilenet_macs'] / 1e6:.1f} MMAC; supernet's largest {mb[0]['supernet_macs'] / 1e6:.1f}), "
-          "one network per step | "
-          f"{step * 1e3:.0f} | | | | {mb[0]['batch'] / step:.0f} |")
+          f"one network per step | {int(mb[0]['batch'])} | {step * 1e3:.0f} | | | | {mb[0]['batch'] / step:.0f} |")
     if args.baseline:
         old = speeds[f"baseline {args.baseline}"]
         ratios = [weighted_images_per_s(n) / weighted_images_per_s(o)
