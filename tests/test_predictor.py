@@ -201,3 +201,6 @@ def test_shared_prefix_measurement_gives_evaluate_on_figures_while_sharing_the_f
     for a in archs:
         ref = evaluate_on(run.supernet, a, ds.calib, ds.val, run.mean, run.std, batch_size=64)
         assert got[a].accuracy == ref.accuracy and got[a].loss == pytest.approx(ref.loss, rel=1e-6, abs=1e-9)
+    # splits too big to hold at once (224-px folders) are streamed by evaluate_on itself, same figures
+    streaming = SharedPrefixEvaluator(run.supernet, ds.calib, ds.val, run.mean, run.std, batch_size=64, kept_bytes=0)
+    assert streaming(order[0]).accuracy == got[order[0]].accuracy and streaming.units_computed == 0

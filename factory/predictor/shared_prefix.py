@@ -28,6 +28,7 @@ from factory.evaluate import (
     bn_modules,
     equal_chunks,
     eval_device,
+    evaluate_on,
     model_inputs,
     preserved_bn_stats,
 )
@@ -91,6 +92,11 @@ class SharedPrefixEvaluator:
     @torch.no_grad()
     def __call__(self, arch: ArchConfig) -> EvalResult:
         net = self.net
+        images = len(self.calib) + len(self.val)  # the same on every rank: all ranks take the same branch
+        if images * net.space.spec.in_channels * arch.resolution**2 * 4 > self.kept_bytes:
+            # this works on whole splits at once; a split this big (224-px folders) streams batch by batch instead
+            return evaluate_on(net, arch, self.calib, self.val, self.mean, self.std, self.device, self.batch_size,
+                               self.ctx)
         blocks = _units(arch, net.space.stage_slots)
         first = net.stages[blocks[0][0]][blocks[0][1]]
         units: list[_Unit] = [(("stem", arch.resolution), None, lambda x: net.first_block(net.stem(x))),
