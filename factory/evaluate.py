@@ -64,9 +64,6 @@ class InputCache:
                 self._store.popitem(last=False)
         yield from prepared
 
-    def clear(self) -> None:
-        self._store.clear()
-
 
 _INPUTS = InputCache()
 
@@ -116,6 +113,23 @@ def on_device(net: nn.Module, device: torch.device) -> Iterator[None]:
         net.to("cpu", memory_format=torch.contiguous_format)
 
 
+@contextmanager
+def accumulating_bn(bns: Sequence[nn.Module]) -> Iterator[None]:
+    """`bns` reset and in train mode with a cumulative average (momentum None): the forward passes inside
+    recompute their statistics. On exit their momenta are back and they are in eval mode."""
+    momenta = [m.momentum for m in bns]
+    try:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        yield
+    finally:
+        for m, momentum in zip(bns, momenta, strict=True):
+            m.momentum = momentum
+            m.eval()
+
+
 def equal_chunks(n: int, batch_size: int) -> list[slice]:
     """`n` items in equal-size chunks of at most `batch_size` (as torch.tensor_split): BN recalibration's
     cumulative average then weights every chunk alike."""
@@ -152,22 +166,12 @@ def recalibrate_bn(
     if len(images_uint8) == 0:
         raise ValueError("recalibrate_bn: no calibration images")
     dev = eval_device(device)
-    bns = bn_modules(net)
-    momenta = [m.momentum for m in bns]
-    try:
-        with net.activated(arch):
-            net.eval()
-            for m in bns:
-                m.reset_running_stats()
-                m.momentum = None
-                m.train()
+    with net.activated(arch):
+        net.eval()
+        with accumulating_bn(bn_modules(net)):
             for x in model_inputs(images_uint8, equal_chunks(len(images_uint8), batch_size), arch.resolution,
                                   mean, std, dev):
                 net(x)
-    finally:
-        for m, mom in zip(bns, momenta, strict=True):
-            m.momentum = mom
-        net.eval()
 
 
 @torch.no_grad()
@@ -197,9 +201,9 @@ def evaluate_on(
         correct, loss_sum = 0.0, 0.0
         with net.activated(arch):
             chunks = [slice(start, start + batch_size) for start in batches]
-            for x, part in zip(_INPUTS.batches(val.images, chunks, arch.resolution, mean, std), chunks, strict=True):
+            for x, part in zip(model_inputs(val.images, chunks, arch.resolution, mean, std, dev), chunks, strict=True):
                 y = val.labels[part].to(dev)
-                logits = net(_prepare(x, dev)).float()
+                logits = net(x).float()
                 loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
                 correct += int((logits.argmax(1) == y).sum())
     net.train(was_training)

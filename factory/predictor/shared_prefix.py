@@ -25,6 +25,7 @@ from factory.data import Split
 from factory.evaluate import (
     DEFAULT_BATCH,
     EvalResult,
+    accumulating_bn,
     bn_modules,
     equal_chunks,
     eval_device,
@@ -114,7 +115,7 @@ class SharedPrefixEvaluator:
             start -= 1
         rest = [net.stages[st][pos] for st, pos, _, _ in blocks[len(units) - 1:]]
         was_training = net.training
-        bn_of_unit = [self._bns(module) if module is not None else self._bns(net.stem) + self._bns(net.first_block)
+        bn_of_unit = [bn_modules(module) if module is not None else bn_modules(net.stem) + bn_modules(net.first_block)
                       for _, module, _ in units]
         with preserved_bn_stats(net), net.activated(arch):
             net.eval()
@@ -137,7 +138,7 @@ class SharedPrefixEvaluator:
                     x = block(x)
                 return net.head(x)
 
-            self._recalibrate([m for b in [*rest, net.head] for m in self._bns(b)], suffix, calib_x)
+            self._recalibrate([m for b in [*rest, net.head] for m in bn_modules(b)], suffix, calib_x)
             correct, loss_sum = 0.0, 0.0
             for x, part in zip(val_x, self._val_chunks, strict=True):
                 logits = suffix(x).float()
@@ -152,25 +153,11 @@ class SharedPrefixEvaluator:
 
     # ----- helpers --------------------------------------------------------------------------------------
     @staticmethod
-    def _bns(module: nn.Module) -> list[nn.Module]:
-        return bn_modules(module)
-
-    @staticmethod
     def _recalibrate(bns: list[nn.Module], fn: Callable[[torch.Tensor], torch.Tensor],
                      chunks: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Reset `bns`, accumulate their statistics over `chunks` (train mode, cumulative average, as
-        recalibrate_bn), return the unit's outputs; the modules are left in eval mode."""
-        momenta = [m.momentum for m in bns]
-        try:
-            for m in bns:
-                m.reset_running_stats()
-                m.momentum = None
-                m.train()
+        """`bns` recalibrated over `chunks` (as recalibrate_bn does), the unit's outputs returned."""
+        with accumulating_bn(bns):
             return [fn(x) for x in chunks]
-        finally:
-            for m, momentum in zip(bns, momenta, strict=True):
-                m.momentum = momentum
-                m.eval()
 
     def _keep(self, key: tuple, calib_x: list[torch.Tensor], val_x: list[torch.Tensor]) -> None:
         used = sum(self._bytes(b.calib) + self._bytes(b.val) for b in self._path)
