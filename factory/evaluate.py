@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -193,24 +193,37 @@ def evaluate_on(
     gets the summed correct count and loss."""
     dev = eval_device(device)
     was_training = net.training
-    batches = range(0, len(val), batch_size)
-    if ctx is not None:
-        batches = batches[ctx.rank::ctx.world_size]
+    chunks = rank_chunks(len(val), batch_size, ctx)
     with preserved_bn_stats(net):
         recalibrate_bn(net, arch, calib.images, mean, std, batch_size, dev)
-        correct, loss_sum = 0.0, 0.0
         with net.activated(arch):
-            chunks = [slice(start, start + batch_size) for start in batches]
-            for x, part in zip(model_inputs(val.images, chunks, arch.resolution, mean, std, dev), chunks, strict=True):
-                y = val.labels[part].to(dev)
-                logits = net(x).float()
-                loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-                correct += int((logits.argmax(1) == y).sum())
+            inputs = model_inputs(val.images, chunks, arch.resolution, mean, std, dev)
+            result = scored(((net(x), val.labels[part]) for x, part in zip(inputs, chunks, strict=True)), arch,
+                            len(val), ctx)
     net.train(was_training)
+    return result
+
+
+def rank_chunks(n: int, batch_size: int, ctx: DistContext | None = None) -> list[slice]:
+    """This rank's share of the single-process batches of `n` images (all of them without torchrun)."""
+    starts = range(0, n, batch_size)
+    if ctx is not None:
+        starts = starts[ctx.rank::ctx.world_size]
+    return [slice(start, start + batch_size) for start in starts]
+
+
+def scored(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], arch: ArchConfig, images: int,
+           ctx: DistContext | None = None) -> EvalResult:
+    """Accuracy and mean cross-entropy over (logits, labels) batches, summed across ranks (collective with ctx)."""
+    correct, loss_sum = 0.0, 0.0
+    for logits, labels in batches:
+        logits, labels = logits.float(), labels.to(logits.device)
+        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(1) == labels).sum())
     if ctx is not None:
         correct, loss_sum = ctx.all_sum([correct, loss_sum])
-    n = max(1, len(val))
-    return EvalResult(accuracy=correct / n, loss=loss_sum / n, arch=arch, images=len(val))
+    n = max(1, images)
+    return EvalResult(accuracy=correct / n, loss=loss_sum / n, arch=arch, images=images)
 
 
 EVAL_SPLITS = ("val", "test")

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from factory.data import Split
@@ -32,6 +31,8 @@ from factory.evaluate import (
     evaluate_on,
     model_inputs,
     preserved_bn_stats,
+    rank_chunks,
+    scored,
 )
 from supernets import ArchConfig, Supernet
 
@@ -80,10 +81,7 @@ class SharedPrefixEvaluator:
         self.net, self.calib, self.val, self.mean, self.std = net, calib, val, mean, std
         self.device, self.batch_size, self.ctx, self.kept_bytes = eval_device(device), batch_size, ctx, kept_bytes
         self._calib_chunks = equal_chunks(len(calib), batch_size)  # the chunks recalibrate_bn uses
-        batches = range(0, len(val), batch_size)
-        if ctx is not None:
-            batches = batches[ctx.rank::ctx.world_size]
-        self._val_chunks = [slice(s, s + batch_size) for s in batches]
+        self._val_chunks = rank_chunks(len(val), batch_size, ctx)  # the batches evaluate_on gives this rank
         self._path: list[_Boundary] = []
         self.units_computed = 0  # shared units run (stem + first block, or stage 1's first block), for tests
 
@@ -139,17 +137,10 @@ class SharedPrefixEvaluator:
                 return net.head(x)
 
             self._recalibrate([m for b in [*rest, net.head] for m in bn_modules(b)], suffix, calib_x)
-            correct, loss_sum = 0.0, 0.0
-            for x, part in zip(val_x, self._val_chunks, strict=True):
-                logits = suffix(x).float()
-                y = self.val.labels[part].to(self.device)
-                loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-                correct += int((logits.argmax(1) == y).sum())
+            batches = zip(val_x, self._val_chunks, strict=True)
+            result = scored(((suffix(x), self.val.labels[part]) for x, part in batches), arch, len(self.val), self.ctx)
         net.train(was_training)
-        if self.ctx is not None:
-            correct, loss_sum = self.ctx.all_sum([correct, loss_sum])
-        n = max(1, len(self.val))
-        return EvalResult(accuracy=correct / n, loss=loss_sum / n, arch=arch, images=len(self.val))
+        return result
 
     # ----- helpers --------------------------------------------------------------------------------------
     @staticmethod
