@@ -2,18 +2,22 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3.11
-# pip here prints one warning per missing local index folder; keep real errors visible
-QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean bench
+.PHONY: demo test lint install lock clean bench
 
-$(STAMP): pyproject.toml
+# tools/install.py: the locked resolution (tools/install-lock.json) installed by two pip processes at once;
+# it falls back to a plain `pip install -e '.[dev]'` wherever that does not apply
+$(STAMP): pyproject.toml tools/install-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]' 2>&1 | { $(QUIET_PIP); }
+	$(BIN)/python tools/install.py $(BIN)/python '.[dev]'
 	touch $(STAMP)
+
+# after changing dependencies in pyproject.toml: resolve again and commit the new lock
+lock: $(STAMP)
+	$(BIN)/python tools/install.py $(BIN)/python '.[dev]' --write-lock
 
 install: $(STAMP)
 

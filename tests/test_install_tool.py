@@ -1,0 +1,82 @@
+"""tools/install.py: the lock matches pyproject.toml, wheels that share a folder are never split between two
+pip processes, and the parallel install puts real wheels into a real venv."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("install_tool", ROOT / "tools" / "install.py")
+assert spec is not None and spec.loader is not None
+install = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(install)
+
+
+def test_lock_was_made_from_this_pyproject():
+    lock = json.loads(install.LOCK.read_text())
+    assert lock["key"] == install.lock_key(".[dev]"), "pyproject.toml changed: run `make lock` and commit the lock"
+    assert lock["key"] != install.lock_key(".[track]")
+    assert {"torch", "tensorflow", "openvino", "onnxruntime", "ofa"} <= {w["name"] for w in lock["wheels"]}
+    assert all(w["url"].endswith(".whl") and len(w["sha256"]) == 64 for w in lock["wheels"])
+
+
+def make_wheel(folder: Path, name: str, files: dict[str, str]) -> Path:
+    """A minimal valid wheel of `name` 1.0 holding `files` (path -> text)."""
+    dist = f"{name}-1.0.dist-info"
+    entries = {**files, f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+               f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = []
+    for path, text in entries.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{dist}/RECORD,,")
+    wheel = folder / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, text in entries.items():
+            zf.writestr(path, text)
+        zf.writestr(f"{dist}/RECORD", "\n".join(record) + "\n")
+    return wheel
+
+
+def test_wheels_sharing_a_folder_stay_in_one_group(tmp_path):
+    a = make_wheel(tmp_path, "nsa", {"ns/a/__init__.py": "A = 1\n"})
+    b = make_wheel(tmp_path, "nsb", {"ns/b/__init__.py": "B = 2\n"})
+    c = make_wheel(tmp_path, "solo", {"solo.py": "C = 3\n", "solo-1.0.data/scripts/solo-cli": "#!python\n"})
+    d = make_wheel(tmp_path, "other", {"other/__init__.py": "x = 1\n" * 500})
+    groups = sorted(sorted(p.name for p in g) for g in install.groups_of([a, b, c, d]))
+    assert groups == [[a.name, b.name], [d.name], [c.name]]
+    assert install.top_levels(c) == {"solo.py", "scripts:solo-cli"}
+    bins = install.balance(install.groups_of([a, b, c, d]), 2)
+    assert len(bins) == 2 and [d] in bins  # the costliest group alone, the three small wheels together
+
+
+@pytest.mark.slow
+def test_parallel_install_into_a_real_venv(tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    made = tmp_path / "wheels"
+    made.mkdir()
+    wheels = [make_wheel(made, "nsa", {"ns/a/__init__.py": "A = 1\n"}),
+              make_wheel(made, "nsb", {"ns/b/__init__.py": "B = 2\n"}),
+              make_wheel(made, "solo", {"solo.py": "C = 3\n"})]
+    locked = [{"name": w.name.split("-")[0], "version": "1.0", "url": w.as_uri(),
+               "sha256": hashlib.sha256(w.read_bytes()).hexdigest()} for w in wheels]
+    install.install_wheels(python, locked, jobs=2)
+    out = subprocess.run([python, "-c", "import ns.a, ns.b, solo; print(ns.a.A + ns.b.B + solo.C)"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "6"
+    freeze = subprocess.run([python, "-m", "pip", "freeze"], capture_output=True, text=True).stdout.split()
+    assert {"nsa==1.0", "nsb==1.0", "solo==1.0"} <= set(freeze)  # recorded by version, not by a temp path
+    locked[0]["sha256"] = "0" * 64
+    with pytest.raises(install.Fallback, match="sha256"):
+        install.install_wheels(python, locked, jobs=2)

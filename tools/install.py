@@ -1,0 +1,272 @@
+"""Install the project and its dependencies into a venv with two pip processes at once.
+
+Why: `pip install -e '.[dev]'` resolves (~35 s here), then unpacks and byte-compiles ~8 GB of wheels
+(torch + its CUDA libraries, TensorFlow, OpenVINO, ...) one after another on one core while the second
+core idles: ~2.5 minutes on a fresh clone. Here:
+
+1. the resolution comes from the lock file when it was made from this pyproject.toml on this kind of
+   machine (`tools/install-lock.json`, written by `--write-lock`), else from `pip install --dry-run
+   --report`;
+2. the wheels are fetched (and checked against the lock's sha256) four at a time;
+3. they are split into `--jobs` groups of near-equal work, each installed with `--no-deps` by its own
+   pip; wheels that write into the same top-level folder (the `nvidia` namespace of the CUDA wheels,
+   `google`, ...) stay in one group, so no two processes ever write the same path;
+4. the project itself is installed last (editable).
+
+Anything unexpected (a lock from another machine, a package that is not a wheel, a failed download or
+group) falls back to the next way down, the last being one plain `pip install`, which is always right.
+
+    python tools/install.py .venv/bin/python '.[dev]'
+    python tools/install.py .venv/bin/python '.[dev]' --write-lock   # after changing dependencies
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zipfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCK = ROOT / "tools" / "install-lock.json"
+# pip here warns once per missing local index folder; everything else it prints is kept
+NOISE = "is ignored: it is neither a file nor a directory"
+PY_COST = 60  # see install_cost
+ENV_KEYS = ("implementation_name", "python_version", "platform_machine", "sys_platform")
+
+
+class Fallback(Exception):
+    """This way of installing does not apply here; the next one down is tried."""
+
+
+def run_pip(python: str, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([python, "-m", "pip", *args], capture_output=True, text=True)
+
+
+def show(proc: subprocess.CompletedProcess[str]) -> None:
+    for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
+        for line in stream.splitlines():
+            if NOISE not in line:
+                print(line, file=out)
+
+
+def lock_key(requirement: str) -> str:
+    """What a lock was resolved from: the requirement and pyproject.toml's bytes."""
+    return hashlib.sha256(requirement.encode() + b"\0" + (ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def resolve(python: str, requirement: str) -> dict:
+    """pip's resolution of `-e requirement`: its `--report` (install list + environment markers)."""
+    with tempfile.TemporaryDirectory(prefix="factory-install-") as tmp:
+        report = Path(tmp) / "report.json"
+        proc = run_pip(python, ["install", "--dry-run", "--quiet", "--report", str(report), "-e", requirement])
+        if proc.returncode != 0 or not report.is_file():
+            show(proc)
+            raise Fallback("pip could not resolve")
+        return json.loads(report.read_text())
+
+
+def wheels_of(report: dict) -> list[dict]:
+    """(name, version, url, sha256) of every package but the project; Fallback when one is no wheel."""
+    wheels = []
+    for item in report.get("install", []):
+        info = item.get("download_info", {})
+        if info.get("dir_info", {}).get("editable"):
+            continue
+        url = info.get("url", "")
+        if not urlparse(url).path.endswith(".whl"):
+            raise Fallback(f"{item['metadata']['name']} is not a wheel")
+        wheels.append({"name": item["metadata"]["name"], "version": item["metadata"]["version"], "url": url,
+                       "sha256": info.get("archive_info", {}).get("hashes", {}).get("sha256")})
+    return wheels
+
+
+def environment(python: str) -> dict[str, str]:
+    code = ("import json, platform, sys; print(json.dumps({'implementation_name': sys.implementation.name, "
+            "'python_version': '%d.%d' % sys.version_info[:2], 'platform_machine': platform.machine(), "
+            "'sys_platform': sys.platform}))")
+    return json.loads(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def locked_wheels(python: str, requirement: str) -> list[dict]:
+    """The lock's wheels when it was made for this requirement, pyproject.toml and kind of machine."""
+    if not LOCK.is_file():
+        raise Fallback(f"no {LOCK.name}")
+    lock = json.loads(LOCK.read_text())
+    if lock.get("key") != lock_key(requirement):
+        raise Fallback(f"{LOCK.name} was made from another pyproject.toml (refresh it with --write-lock)")
+    if lock.get("environment") != environment(python):
+        raise Fallback(f"{LOCK.name} was made for {lock.get('environment')}")
+    return lock["wheels"]
+
+
+def fetch(wheels: list[dict], folder: Path) -> list[Path]:
+    """Each wheel as a file in `folder` (downloaded, or linked when on disk already), its sha256 checked."""
+
+    def get(wheel: dict) -> Path:
+        parsed = urlparse(wheel["url"])
+        path = folder / Path(unquote(parsed.path)).name
+        if parsed.scheme == "file":
+            source = Path(unquote(parsed.path))
+            if not source.is_file():
+                raise Fallback(f"{source}: not on this machine")
+            path.symlink_to(source)
+        else:
+            try:
+                with urllib.request.urlopen(wheel["url"], timeout=180) as response, path.open("wb") as f:
+                    shutil.copyfileobj(response, f, 1 << 20)
+            except OSError as exc:
+                raise Fallback(f"{wheel['url']}: {exc}") from None
+        if wheel.get("sha256"):
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 22):
+                    digest.update(chunk)
+            if digest.hexdigest() != wheel["sha256"]:
+                raise Fallback(f"{path.name}: sha256 differs from the resolution's")
+        return path
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(get, wheels))
+
+
+def top_levels(wheel: Path) -> set[str]:
+    """The paths a wheel writes at the top of site-packages (and its scripts), .dist-info excluded."""
+    tops = set()
+    with zipfile.ZipFile(wheel) as zf:
+        for name in zf.namelist():
+            parts = name.split("/")
+            if parts[0].endswith(".dist-info"):
+                continue
+            if parts[0].endswith(".data") and len(parts) > 2:
+                # purelib/platlib land in site-packages; scripts, headers and data elsewhere
+                tops.add(parts[2] if parts[1] in ("purelib", "platlib") else f"{parts[1]}:{parts[2]}")
+            else:
+                tops.add(parts[0])
+    return tops
+
+
+def groups_of(wheels: list[Path]) -> list[list[Path]]:
+    """Wheels joined when they share a top-level path (union-find), so no two groups touch one path."""
+    parent = list(range(len(wheels)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[str, int] = {}
+    for i, wheel in enumerate(wheels):
+        for top in top_levels(wheel):
+            if top in owner:
+                parent[find(i)] = find(owner[top])
+            else:
+                owner[top] = i
+    joined: dict[int, list[Path]] = {}
+    for i, wheel in enumerate(wheels):
+        joined.setdefault(find(i), []).append(wheel)
+    return list(joined.values())
+
+
+def install_cost(wheel: Path) -> int:
+    """pip's work for a wheel, in bytes-written units: byte-compiling Python source costs ~60x writing a
+    byte (measured here: the CUDA wheels, 2.2 GB of .so, unpack in ~20 s; TensorFlow + mlflow + pandas
+    and the other .py-heavy wheels, 1.7 GB, took ~100 s)."""
+    with zipfile.ZipFile(wheel) as zf:
+        return sum(i.file_size * (PY_COST if i.filename.endswith(".py") else 1) for i in zf.infolist())
+
+
+def balance(groups: list[list[Path]], jobs: int) -> list[list[Path]]:
+    """Costliest group first onto the least loaded bin: near-equal work per pip process."""
+    bins: list[list[Path]] = [[] for _ in range(jobs)]
+    load = [0] * jobs
+    costed = [(sum(install_cost(p) for p in g), g) for g in groups]
+    for cost, group in sorted(costed, key=lambda c: -c[0]):
+        k = load.index(min(load))
+        bins[k].extend(group)
+        load[k] += cost
+    return [b for b in bins if b]
+
+
+def install_wheels(python: str, wheels: list[dict], jobs: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="factory-wheels-") as tmp:
+        files = fetch(wheels, Path(tmp))
+        pinned = {f: f"{w['name']}=={w['version']}" for f, w in zip(files, wheels, strict=True)}
+        bins = balance(groups_of(files), jobs)
+        print(f"installing {len(files)} packages with {len(bins)} pip processes", flush=True)
+        # by name==version from the folder (not by file path): pip records them as from an index, as usual
+        procs = [subprocess.Popen([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                                   "--find-links", tmp, *(pinned[f] for f in b)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for b in bins]
+        failed = False
+        for proc in procs:
+            out, err = proc.communicate()
+            show(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+            failed = failed or proc.returncode != 0
+    if failed:
+        raise Fallback("a pip process failed")
+
+
+def parallel_install(python: str, requirement: str, jobs: int) -> None:
+    """Lock -> else fresh resolution; then the wheels in parallel and the project. Fallback if neither."""
+    try:
+        wheels = locked_wheels(python, requirement)
+    except Fallback as why:
+        print(f"resolving with pip ({why})", flush=True)
+        wheels = wheels_of(resolve(python, requirement))
+    install_wheels(python, wheels, jobs)
+    final = run_pip(python, ["install", "--quiet", "--no-deps", "-e", requirement.split("[")[0]])
+    show(final)
+    if final.returncode != 0:
+        raise Fallback("the project's own install failed")
+
+
+def write_lock(python: str, requirement: str) -> None:
+    report = resolve(python, requirement)
+    lock = {"key": lock_key(requirement), "requirement": requirement,
+            "environment": {k: report["environment"][k] for k in ENV_KEYS},
+            "made_by": "python tools/install.py PYTHON REQUIREMENT --write-lock", "wheels": wheels_of(report)}
+    LOCK.write_text(json.dumps(lock, indent=1) + "\n")
+    print(f"wrote {LOCK} ({len(lock['wheels'])} wheels)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("python", help="the venv's python")
+    parser.add_argument("requirement", help="what to install editable, e.g. '.[dev]'")
+    parser.add_argument("--jobs", type=int, default=min(2, len(os.sched_getaffinity(0))),
+                        help="pip processes at once (default: 2, or 1 on a 1-core machine)")
+    parser.add_argument("--write-lock", action="store_true", help=f"resolve and write {LOCK.name}, install nothing")
+    args = parser.parse_args(argv)
+    if args.write_lock:
+        write_lock(args.python, args.requirement)
+        return 0
+    start = time.monotonic()
+    try:
+        if args.jobs < 2:
+            raise Fallback("one job")
+        parallel_install(args.python, args.requirement, args.jobs)
+    except Fallback as why:
+        print(f"installing with one pip ({why})", flush=True)
+        proc = run_pip(args.python, ["install", "--quiet", "-e", args.requirement])
+        show(proc)
+        if proc.returncode != 0:
+            return proc.returncode
+    print(f"installed in {time.monotonic() - start:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
