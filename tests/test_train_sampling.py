@@ -39,3 +39,12 @@ def test_sandwich_trains_largest_and_phase_smallest_first():
     assert archs[1].depths == SPACE.smallest().depths and archs[1].expand_ratios == SPACE.largest().expand_ratios
     assert len(archs) == 4
     assert sample_step(SPACE, "expand", "sandwich", 2, 0, 3)[1] == SPACE.smallest()
+
+
+def test_sandwich_smallest_every_other_step_gives_its_slot_to_a_random_one():
+    steps = [sample_step(SPACE, "expand", "sandwich", 2, 0, s, smallest_every=2) for s in range(40)]
+    assert all(len(a) == 2 and a[0] == SPACE.largest() for a in steps)
+    assert all(steps[s][1] == SPACE.smallest() for s in range(0, 40, 2))
+    between = [steps[s][1] for s in range(1, 40, 2)]
+    assert SPACE.smallest() not in between and len(set(between)) > 10  # random, not a fixed one
+    assert sample_step(SPACE, "expand", "sandwich", 2, 0, 7) == sample_step(SPACE, "expand", "sandwich", 2, 0, 7, 1)

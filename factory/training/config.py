@@ -54,6 +54,7 @@ class OptimConfig:
     steps_per_epoch: int = 0  # 0 = one pass over the train split
     subnets_per_step: int = 2
     sampler: str = "uniform"
+    smallest_every: int = 1  # sandwich: the smallest sub-network every k-th step; a random one in its slot between
     label_smoothing: float = 0.1
     kd_ratio: float = 1.0
     kd_temperature: float = 1.0
@@ -202,6 +203,7 @@ def validate_config(cfg: TrainConfig, origin: str = "config") -> None:
     need(t.sampler in SAMPLERS, "train.sampler", t.sampler, f"allowed: {list(SAMPLERS)}")
     need(t.sampler != "sandwich" or t.subnets_per_step >= 2, "train.subnets_per_step", t.subnets_per_step,
          "the sandwich sampler needs >= 2 (largest + smallest [+ random])")
+    need(t.smallest_every >= 1, "train.smallest_every", t.smallest_every, "must be >= 1 (1 = every step)")
     need(0 <= t.label_smoothing < 1, "train.label_smoothing", t.label_smoothing, "must be in [0, 1)")
     need(t.kd_ratio >= 0, "train.kd_ratio", t.kd_ratio, "must be >= 0")
     need(t.kd_temperature > 0, "train.kd_temperature", t.kd_temperature, "must be > 0")

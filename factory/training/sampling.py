@@ -39,15 +39,20 @@ def constrain(space: SearchSpace, arch: ArchConfig, phase: str) -> ArchConfig:
     return arch
 
 
-def sample_step(space: SearchSpace, phase: str, sampler: str, n: int, seed: int, global_step: int) -> list[ArchConfig]:
+def sample_step(space: SearchSpace, phase: str, sampler: str, n: int, seed: int, global_step: int,
+                smallest_every: int = 1) -> list[ArchConfig]:
     """The sub-networks of one optimizer step. `uniform`: n random ones (1 in the teacher phase).
-    `sandwich`: the phase's largest, its smallest, then n-2 random ones (BigNAS)."""
+    `sandwich`: the phase's largest, its smallest, then n-2 random ones (BigNAS); with `smallest_every`
+    k > 1 the smallest is trained every k-th step and a random sub-network takes its slot in between (a
+    two-network step then still trains the sub-networks between the extremes)."""
     if phase == "teacher":
         return [constrain(space, space.sample(step_rng(seed, global_step, 0)), phase)]
     if sampler == "uniform":
         return [constrain(space, space.sample(step_rng(seed, global_step, k)), phase) for k in range(n)]
     if sampler == "sandwich":
-        archs = [space.largest(), constrain(space, space.smallest(), phase)]
-        archs += [constrain(space, space.sample(step_rng(seed, global_step, k)), phase) for k in range(2, n)]
+        smallest = global_step % smallest_every == 0
+        archs = [space.largest(), constrain(space, space.smallest(), phase)] if smallest else [space.largest()]
+        archs += [constrain(space, space.sample(step_rng(seed, global_step, k)), phase)
+                  for k in range(len(archs), n)]
         return archs
     raise ValueError(f"sampler: got {sampler!r}; allowed: 'uniform', 'sandwich'")

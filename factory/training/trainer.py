@@ -159,7 +159,8 @@ class Trainer:
         t = self.cfg.train
         images, labels = self.batch(self.global_epoch(self.pos.phase, self.pos.epoch), self.pos.step)
         labels = labels.to(self.ctx.device)
-        archs = sample_step(self.space, phase, t.sampler, t.subnets_per_step, t.seed, self.pos.global_step)
+        archs = sample_step(self.space, phase, t.sampler, t.subnets_per_step, t.seed, self.pos.global_step,
+                            t.smallest_every)
         torch.manual_seed(derive_seed(t.seed, "dropout", self.pos.global_step, self.ctx.rank))
         if self.optimizer is None or self.scheduler is None:
             raise RuntimeError("train_step before start_phase")
