@@ -2,8 +2,8 @@
 
 Why fitted end to end rather than timed block by block: the default models run in 0.1-1 ms, so the
 per-call overhead of a runtime (tens of microseconds) is as large as a block, and a block timed alone
-runs with a cold, different memory layout. Timing 32-80 whole sampled sub-networks (80 for ONNX
-Runtime; 40 / 32 for OpenVINO / TFLite, whose conversions cost ~5-13 s each on the loaded 2-core box)
+runs with a cold, different memory layout. Timing 32-48 whole sampled sub-networks (48 for ONNX
+Runtime; 40 / 32 for OpenVINO / TFLite, whose conversions cost more)
 and fitting a non-negative linear model over per-block features (`targets.blocks`) gives per-block
 entries that include how blocks behave inside a network, keeps the conversions affordable (360
 single-block TFLite models would not fit in 3 minutes), and the same probe models serve a remote
