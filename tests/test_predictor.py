@@ -204,3 +204,56 @@ def test_shared_prefix_measurement_gives_evaluate_on_figures_while_sharing_the_f
     # splits too big to hold at once (224-px folders) are streamed by evaluate_on itself, same figures
     streaming = SharedPrefixEvaluator(run.supernet, ds.calib, ds.val, run.mean, run.std, batch_size=64, kept_bytes=0)
     assert streaming(order[0]).accuracy == got[order[0]].accuracy and streaming.units_computed == 0
+
+
+def test_two_process_measurement_gives_the_one_process_figures_and_loses_nothing(tiny_run, tmp_path,
+                                                                                  monkeypatch) -> None:
+    """The helper process measures the costlier-ordered second half on one thread: every sub-network gets
+    the figures one process gives it, the helper's lines end up in the samples file, and the lines a
+    killed helper had finished (one torn) are adopted by the next measurement instead of redone."""
+    import json
+    import shutil
+
+    from factory.predictor import two_process
+    from factory.predictor.fit import fit_predictor
+    from factory.predictor.samples import SAMPLES_FILE
+
+    runs = {}
+    for mode in ("one", "two"):
+        runs[mode] = tmp_path / mode
+        shutil.copytree(tiny_run, runs[mode], ignore=shutil.ignore_patterns(SAMPLES_FILE, "predictor.pt"))
+        monkeypatch.setattr(two_process, "MIN_SPLIT", 10**9 if mode == "one" else 32)
+        monkeypatch.setattr(two_process, "cores", lambda: 2)
+        fit_predictor(runs[mode], samples=40, holdout=10, val_images=300, progress=False, uniform=False)
+
+    def figures(run_dir: Path) -> dict[str, tuple[float, float]]:
+        lines = (run_dir / SAMPLES_FILE).read_text().splitlines()
+        return {json.dumps(d["arch"], sort_keys=True): (d["accuracy"], d["loss"]) for d in map(json.loads, lines)}
+
+    one, two = figures(runs["one"]), figures(runs["two"])
+    assert len(one) == len(two) == 40 and one.keys() == two.keys()
+    assert all(two[k][0] == one[k][0] and two[k][1] == pytest.approx(one[k][1], rel=1e-6) for k in one)
+    assert not (runs["two"] / two_process.HELPER_FILE).exists()
+    # a helper killed mid-write: its finished lines are adopted, the torn one dropped
+    lines = (runs["two"] / SAMPLES_FILE).read_text().splitlines()
+    (runs["two"] / SAMPLES_FILE).write_text("\n".join(lines[:30]) + "\n")
+    (runs["two"] / two_process.HELPER_FILE).write_text("\n".join(lines[30:]) + "\n" + lines[0][:20])
+    two_process.adopt_helper_samples(runs["two"])
+    assert figures(runs["two"]) == two and not (runs["two"] / two_process.HELPER_FILE).exists()
+
+
+def test_halfway_cuts_at_half_the_work_not_half_the_count() -> None:
+    """Work = MACs + a fixed part per sub-network (1/6 of the mean MACs): 30 small and 10 large ones are cut
+    among the large ones, each side within one sub-network's work of half."""
+    from dataclasses import replace
+
+    from factory.predictor.two_process import halfway
+    from supernets.cost import cost
+
+    archs = [SPACE.canonical(replace(SPACE.smallest(), resolution=min(SPACE.resolutions)))] * 30
+    archs += [SPACE.largest()] * 10
+    cut = halfway(SPACE, archs, 10)
+    macs = np.array([cost(SPACE, a, 10).macs for a in archs], float)
+    work = macs + macs.mean() / 6
+    assert 30 < cut < 40
+    assert abs(work[:cut].sum() - work[cut:].sum()) <= work.max()

@@ -26,7 +26,7 @@ from factory.errors import UserInputError
 from factory.evaluate import on_device
 from factory.predictor.features import predictor_features
 from factory.predictor.model import PREDICTOR_FILE, AccuracyPredictor
-from factory.predictor.samples import SAMPLES_FILE, Sample, measure_samples, stratified_archs
+from factory.predictor.samples import SAMPLES_FILE, Sample, measure_samples, read_samples, stratified_archs
 from factory.run import Run, load_run
 from factory.training.distributed import DistContext
 from supernets.arch import ArchConfig
@@ -272,6 +272,7 @@ def _measure(run: Run, archs: list[ArchConfig], val: Split, uniform: bool, progr
     """Measurements of `archs` and, with `uniform`, of the uniformly scaled sub-networks not among them
     (the supernet already on `ctx.device`; collective under torchrun)."""
     from factory.predictor.shared_prefix import SharedPrefixEvaluator
+    from factory.predictor.two_process import adopt_helper_samples, measure_in_two, worth_splitting
 
     ds = run.dataset()
     shared = SharedPrefixEvaluator(run.supernet, ds.calib, val, run.mean, run.std, ctx.device, ctx=ctx)
@@ -285,8 +286,17 @@ def _measure(run: Run, archs: list[ArchConfig], val: Split, uniform: bool, progr
         seen = set(archs)
         grid = [a for a in dict.fromkeys(run.space.canonical(a) for a in run.space.uniform_grid()) if a not in seen]
     # measured in prefix order (consecutive sub-networks share their first blocks' work), returned as asked
-    measured = measure_samples(shared.order(archs + grid), measure, run.path / SAMPLES_FILE, run.space,
-                               run.checkpoint_sha256, progress, images=len(val), ctx=ctx)
+    ordered = shared.order(archs + grid)
+    todo = len(ordered)
+    if ctx.world_size == 1:
+        adopt_helper_samples(run.path)  # what the helper of an interrupted measurement had finished
+        done = read_samples(run.path / SAMPLES_FILE, run.space, run.checkpoint_sha256, len(val))
+        todo = sum(a not in done for a in ordered)
+    if worth_splitting(ctx.device, ctx.world_size, todo):
+        measured = measure_in_two(run, ordered, val, measure, progress)
+    else:
+        measured = measure_samples(ordered, measure, run.path / SAMPLES_FILE, run.space,
+                                   run.checkpoint_sha256, progress, images=len(val), ctx=ctx)
     by_arch = {s.arch: s for s in measured}
     return [by_arch[a] for a in archs], [by_arch[a] for a in grid]
 
