@@ -11,7 +11,8 @@ STAMP := $(VENV)/.installed
 # tools/install.py: the locked resolution (tools/install-lock.json) installed by two pip processes at once;
 # it falls back to a plain `pip install -e '.[dev]'` wherever that does not apply
 $(STAMP): pyproject.toml tools/install-lock.json
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# a venv whose creation was interrupted (no pip in it) is made again
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python tools/install.py $(BIN)/python '.[dev]'
 	touch $(STAMP)
 
