@@ -92,8 +92,9 @@ def measure_in_two(run: Run, ordered: Sequence[ArchConfig], val: Split,
             progress_bar(total=len(ordered), initial=len(ordered) - len(todo), enabled=progress,
                          desc="measuring sub-networks (2 processes)", unit="net") as bar:
         job = Path(tmp) / "job.pt"
+        calib = run.dataset().calib  # passed on: the helper need not load (decode) the dataset again
         torch.save({"run": str(run.path), "archs": [a.to_dict() for a in theirs],
-                    "val": (val.images, val.labels)}, job)
+                    "val": (val.images, val.labels), "calib": (calib.images, calib.labels)}, job)
         proc = subprocess.Popen([sys.executable, "-m", "factory.predictor.two_process", str(job)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         errors: list[str] = []
@@ -140,9 +141,9 @@ def helper_main(job_file: str) -> int:
     torch.set_num_threads(1)
     job = torch.load(job_file, weights_only=False)
     run = load_run(job["run"])
-    val = Split(*job["val"])
+    val, calib = Split(*job["val"]), Split(*job["calib"])
     space: SearchSpace = run.space
-    shared = SharedPrefixEvaluator(run.supernet, run.dataset().calib, val, run.mean, run.std, torch.device("cpu"))
+    shared = SharedPrefixEvaluator(run.supernet, calib, val, run.mean, run.std, torch.device("cpu"))
 
     def measure(arch: ArchConfig) -> tuple[float, float, int]:
         r = shared(arch)
