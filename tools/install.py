@@ -11,7 +11,7 @@ core idles: ~2.5 minutes on a fresh clone. Here:
 3. they are split into `--jobs` groups of near-equal work, each installed with `--no-deps` by its own
    pip; wheels that write into the same top-level folder (the `nvidia` namespace of the CUDA wheels,
    `google`, ...) stay in one group, so no two processes ever write the same path;
-4. the project itself is installed last (editable).
+4. the project itself is installed (editable) by a third pip at the same time.
 
 Anything unexpected (a lock from another machine, a package that is not a wheel, a failed download or
 group) falls back to the next way down, the last being one plain `pip install`, which is always right.
@@ -226,10 +226,15 @@ def parallel_install(python: str, requirement: str, jobs: int) -> None:
     except Fallback as why:
         print(f"resolving with pip ({why})", flush=True)
         wheels = wheels_of(resolve(python, requirement))
-    install_wheels(python, wheels, jobs)
-    final = run_pip(python, ["install", "--quiet", "--no-deps", "-e", requirement.split("[")[0]])
-    show(final)
-    if final.returncode != 0:
+    # the project itself (editable: a .pth and a finder, no wheel shares its paths) alongside the wheels
+    project = subprocess.Popen([python, "-m", "pip", "install", "--quiet", "--no-deps", "-e",
+                                requirement.split("[")[0]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        install_wheels(python, wheels, jobs)
+    finally:
+        out, err = project.communicate()
+        show(subprocess.CompletedProcess(project.args, project.returncode, out, err))
+    if project.returncode != 0:
         raise Fallback("the project's own install failed")
 
 
