@@ -42,7 +42,8 @@ def _resolve_config(config_file: str | None, preset: str | None, resume: bool, o
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
               help="Where PyTorch trains (default: the config's, auto = CUDA when present).")
 @click.option("--sampler", type=click.Choice(["uniform", "sandwich"]), default=None,
-              help="uniform = N random sub-networks per step; sandwich = largest + smallest + random (BigNAS).")
+              help="uniform = N random sub-networks per step; sandwich = largest + smallest + random "
+                   "(BigNAS; train.smallest_every = k trains the smallest every k-th step, a random one between).")
 @click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default=None,
               help="Unreadable ImageFolder files: skip them (named on stderr) or stop with an error.")
 @click.option("--checkpoint-interval", type=click.FloatRange(min=0, min_open=True), default=None,
