@@ -276,6 +276,10 @@ def test_a_second_specialize_reuses_an_unchanged_target_and_redoes_a_touched_one
     assert after["roomy"]["status"] == "shipped" and after["roomy"]["package"] == before["roomy"]["package"]
     assert after["roomy"]["test_accuracy"] == before["roomy"]["test_accuracy"]
     assert after["impossible"]["status"] == "infeasible"  # failed targets are never reused: searched again
+    from factory.run import load_run
+    from factory.ship.specialize import ensure_predictor
+
+    assert ensure_predictor(load_run(specialized.run_dir), 30, lambda _m: None)[1] is True  # "reused" stage note
 
     model = dist / before["roomy"]["package"] / "model.onnx"
     model.write_bytes(model.read_bytes() + b"\0")

@@ -65,16 +65,17 @@ def resolve_targets(spec: str, space_name: str | None = None) -> list[TargetProf
         raise UserInputError(f"--targets: {exc}") from None
 
 
-def ensure_predictor(run: Run, samples: int, say: Say, tracker: Tracker | None = None) -> AccuracyPredictor:
+def ensure_predictor(run: Run, samples: int, say: Say,
+                     tracker: Tracker | None = None) -> tuple[AccuracyPredictor, bool]:
     """The run's accuracy predictor, fitted first (with progress) when the run has none: a search without
-    one would measure every candidate."""
+    one would measure every candidate. The flag says whether it was there already."""
     from factory.predictor.fit import default_holdout, fit_predictor
     from factory.predictor.model import load_predictor
 
     predictor = load_predictor(run.path, run.space, run.checkpoint_sha256)
     if predictor is not None:
         say(f"reusing the accuracy predictor in {run.path}")
-        return predictor
+        return predictor, True
     holdout = default_holdout(samples)
     say(f"no accuracy predictor in {run.path}: fitting one on {samples} measured sub-networks ({holdout} held "
         f"out) and the uniformly scaled ones (as `factory predictor fit --run {run.path}` does)")
@@ -93,7 +94,7 @@ def ensure_predictor(run: Run, samples: int, say: Say, tracker: Tracker | None =
     fitted = load_predictor(run.path, run.space, run.checkpoint_sha256)
     if fitted is None:
         raise FactoryError(f"{report.path}: the predictor just fitted is not there")
-    return fitted
+    return fitted, False
 
 
 def ensure_latency_table(run: Run, profile: TargetProfile, say: Say) -> LatencyModel:
@@ -249,9 +250,10 @@ def specialize(run_dir: str | Path, targets: str, out_dir: str | Path, options: 
     from factory.predictor.fit import default_samples
 
     times = times if times is not None else StageTimes()
-    with times.stage("accuracy predictor"):
-        predictor = ensure_predictor(run, options.predictor_samples or default_samples(run.space.name), say,
-                                     tracker)
+    start = time.perf_counter()
+    predictor, reused = ensure_predictor(run, options.predictor_samples or default_samples(run.space.name), say,
+                                         tracker)
+    times.add("accuracy predictor", time.perf_counter() - start, "reused" if reused else "fitted")
     tracker.log_params({"run": str(run.path), "supernet_sha256": run.checkpoint_sha256, "targets": targets,
                         "search": asdict(options)})
     out = Path(out_dir)
