@@ -287,13 +287,13 @@ def _measure(run: Run, archs: list[ArchConfig], val: Split, uniform: bool, progr
         grid = [a for a in dict.fromkeys(run.space.canonical(a) for a in run.space.uniform_grid()) if a not in seen]
     # measured in prefix order (consecutive sub-networks share their first blocks' work), returned as asked
     ordered = shared.order(archs + grid)
-    todo = len(ordered)
+    todo = ordered
     if ctx.world_size == 1:
         adopt_helper_samples(run.path)  # what the helper of an interrupted measurement had finished
         done = read_samples(run.path / SAMPLES_FILE, run.space, run.checkpoint_sha256, len(val))
-        todo = sum(a not in done for a in ordered)
-    if worth_splitting(ctx.device, ctx.world_size, todo):
-        measured = measure_in_two(run, ordered, val, measure, progress)
+        todo = [a for a in ordered if a not in done]
+    if worth_splitting(ctx.device, ctx.world_size, len(todo)):
+        measured = measure_in_two(run, ordered, todo, val, measure, progress)
     else:
         measured = measure_samples(ordered, measure, run.path / SAMPLES_FILE, run.space,
                                    run.checkpoint_sha256, progress, images=len(val), ctx=ctx)

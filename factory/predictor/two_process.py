@@ -80,12 +80,11 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
-def measure_in_two(run: Run, ordered: Sequence[ArchConfig], val: Split,
+def measure_in_two(run: Run, ordered: Sequence[ArchConfig], todo: Sequence[ArchConfig], val: Split,
                    measure: Callable[[ArchConfig], tuple[float, float, int]], progress: bool) -> list[Sample]:
-    """Samples of `ordered` (prefix order), the unmeasured ones split between this process and a helper."""
+    """Samples of `ordered` (prefix order); `todo`, the ones not measured yet (in the same order), are split
+    between this process and a helper."""
     path = run.path / SAMPLES_FILE
-    done = read_samples(path, run.space, run.checkpoint_sha256, len(val))
-    todo = [a for a in ordered if a not in done]
     cut = halfway(run.space, todo, run.num_classes)
     mine, theirs = todo[:cut], todo[cut:]
     with tempfile.TemporaryDirectory(prefix="factory-measure-") as tmp, \
