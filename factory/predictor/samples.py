@@ -111,7 +111,7 @@ def measure_samples(
     if ctx is not None:
         done = ctx.broadcast_object(done)
     todo = [a for a in archs if a not in done]
-    with _line_appender(path, enabled=main) as append, \
+    with line_appender(path, enabled=main) as append, \
             progress_bar(total=len(archs), initial=len(archs) - len(todo), enabled=progress and main,
                          desc="measuring sub-networks", unit="net") as bar:
         for arch in todo:
@@ -125,7 +125,7 @@ def measure_samples(
 
 
 @contextmanager
-def _line_appender(path: Path, enabled: bool) -> Iterator[Callable[[str], None]]:
+def line_appender(path: Path, enabled: bool = True) -> Iterator[Callable[[str], None]]:
     """A function appending one flushed line to `path` (after ending a line torn by a kill); a no-op
     when not `enabled` (ranks other than 0)."""
     if not enabled:

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from exports.progress import progress_bar
+from exports.timing import usable_cores
 from factory.data import Split
-from factory.predictor.samples import SAMPLES_FILE, Sample, measure_samples, read_samples
+from factory.predictor.samples import SAMPLES_FILE, Sample, line_appender, measure_samples, read_samples
 from factory.run import Run
 from supernets import ArchConfig, SearchSpace
 from supernets.cost import cost
@@ -37,13 +38,9 @@ HELPER_FILE = "predictor_samples.helper.jsonl"
 MIN_SPLIT = 32  # fewer sub-networks than this are not worth starting a second process (~3 s of imports)
 
 
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def worth_splitting(device: torch.device, world_size: int, todo: int) -> bool:
     """CPU, one process (not torchrun), two cores or more, and enough sub-networks to split."""
-    return device.type == "cpu" and world_size == 1 and cores() >= 2 and todo >= MIN_SPLIT
+    return device.type == "cpu" and world_size == 1 and usable_cores() >= 2 and todo >= MIN_SPLIT
 
 
 def adopt_helper_samples(run_dir: Path) -> None:
@@ -53,11 +50,11 @@ def adopt_helper_samples(run_dir: Path) -> None:
         return
     lines = [line for line in helper.read_text().splitlines() if line.endswith("}")]  # drop a torn last line
     if lines:
-        torn = main.exists() and main.stat().st_size > 0 and not main.read_bytes().endswith(b"\n")
-        with main.open("a") as fh:
-            fh.write(("\n" if torn else "") + "\n".join(lines) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        with line_appender(main) as append:
+            for line in lines:
+                append(line)
+        with main.open("rb") as fh:
+            os.fsync(fh.fileno())  # on disk before the helper's copy goes
     helper.unlink()
 
 
