@@ -61,6 +61,11 @@ Runner = Callable[[], object]
 Canary = tuple[Runner, Runner]  # (one model on the target's threads, the same model on 1 thread)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def cpu_model() -> str:
     """The CPU model name: /proc/cpuinfo "model name" (x86), else "Hardware"/"Model" (ARM boards),
     else platform.processor()."""

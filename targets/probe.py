@@ -30,6 +30,7 @@ import numpy as np
 
 import exports
 from exports.progress import progress_bar
+from exports.timing import usable_cores
 from supernets.arch import ArchConfig
 from supernets.space import SearchSpace
 from targets.profile import TargetProfile
@@ -150,10 +151,7 @@ def export_models(profile: TargetProfile, space: SearchSpace, num_classes: int, 
 
 
 def _export_jobs(n_models: int) -> int:
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(2, cores)) if n_models >= 8 else 1
+    return max(1, min(2, usable_cores())) if n_models >= 8 else 1
 
 
 def _convert_in_workers(work: list[tuple], jobs: int, done: Any) -> list[Path]:

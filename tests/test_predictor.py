@@ -223,7 +223,7 @@ def test_two_process_measurement_gives_the_one_process_figures_and_loses_nothing
         runs[mode] = tmp_path / mode
         shutil.copytree(tiny_run, runs[mode], ignore=shutil.ignore_patterns(SAMPLES_FILE, "predictor.pt"))
         monkeypatch.setattr(two_process, "MIN_SPLIT", 10**9 if mode == "one" else 32)
-        monkeypatch.setattr(two_process, "cores", lambda: 2)
+        monkeypatch.setattr(two_process, "usable_cores", lambda: 2)
         fit_predictor(runs[mode], samples=40, holdout=10, val_images=300, progress=False, uniform=False)
 
     def figures(run_dir: Path) -> dict[str, tuple[float, float]]:
