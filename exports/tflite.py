@@ -1,4 +1,4 @@
-"""TFLite: the native NHWC Keras mirror (exports.keras_mirror) converted by TensorFlow's converter.
+"""TFLite: the native NHWC TensorFlow mirror (exports.tf_mirror) converted by TensorFlow's converter.
 
 fp16 = float16 weights (dequantized at load on CPU); int8 = full-integer ops (TFLITE_BUILTINS_INT8) with
 a representative dataset from the calibration images; input and output tensors stay float32 so every
@@ -20,7 +20,7 @@ from torch import nn
 
 from exports import FORMATS
 from exports.convert import ExportSpec
-from exports.keras_mirror import build_keras_model
+from exports.tf_mirror import concrete_function
 
 
 def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) -> Path:
@@ -28,7 +28,8 @@ def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) ->
     with _native_stderr_captured():  # TF's import logs (oneDNN, CUDA probing) bypass that setting
         import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen_graph(tf, model, spec)])
+    function = concrete_function(tf, model, spec.resolution, spec.in_channels)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -38,9 +39,10 @@ def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) ->
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: _representative(nhwc)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    # Keras 3 prints its whole SavedModel signature on stdout; the int8 calibrator prints to the C-level
-    # stderr and warns about float I/O (which we keep on purpose). Shown only if the conversion fails.
-    with contextlib.redirect_stdout(io.StringIO()), _native_stderr_captured(), warnings.catch_warnings():
+    # The int8 calibrator prints to the C-level stderr and warns about float I/O (which we keep on purpose);
+    # absl asks for a trackable object our constant-only graph does not have. Shown only if it fails.
+    with contextlib.redirect_stdout(io.StringIO()), _native_stderr_captured(), warnings.catch_warnings(), \
+            _quiet_logger("absl"):
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         data = converter.convert()
     path = out_dir / FORMATS["tflite"].file_name
@@ -48,16 +50,18 @@ def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) ->
     return path
 
 
-def _frozen_graph(tf, model: nn.Module, spec: ExportSpec):
-    """The Keras mirror as one concrete function with its weights folded in as constants. The converter's
-    `from_keras_model` saves and reloads a SavedModel first: 3.8-5.3 s a model here against 1.4-1.9 s this way,
-    for the same ops and the same outputs (docs/decisions.md 2026-12-01); latency tables convert 32 models."""
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Only errors from the Python logger `name` inside the block."""
+    import logging
 
-    kmodel = build_keras_model(model, spec.resolution, spec.in_channels)
-    signature = tf.TensorSpec([1, spec.resolution, spec.resolution, spec.in_channels], tf.float32, name="input")
-    function = tf.function(lambda x: kmodel(x, training=False)).get_concrete_function(signature)
-    return convert_variables_to_constants_v2(function)
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager
