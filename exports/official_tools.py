@@ -11,6 +11,7 @@ Import-cheap (stdlib only).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -89,7 +90,9 @@ def run_official(command: ToolCommand, timeout_s: float = 600.0) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         if command.tool == "litert-benchmark":
             argv += ["--result_json", str(Path(tmp) / "result.json")]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+        # CI=true: benchmark_app imports openvino, which would send a usage event (exports.runtime)
+        env = {**os.environ, "CI": "true"}
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False, env=env)
         output = done.stdout + done.stderr
         if done.returncode != 0:
             raise ToolFailed(f"{command.tool} exited {done.returncode}: {output[-800:]}")

@@ -21,19 +21,21 @@ from torch import nn
 
 from exports import FORMATS
 from exports.convert import ExportSpec
+from exports.runtime import import_openvino, openvino_telemetry_declined
 
 
 def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) -> Path:
-    import openvino as ov
-
     from exports.onnx import export_fp32
+
+    ov = import_openvino()
 
     path = out_dir / FORMATS["openvino"].file_name
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         onnx_path = Path(tmp) / "fp32.onnx"
         export_fp32(model, onnx_path, spec)
-        ov_model = ov.convert_model(str(onnx_path), input=[list(spec.input_shape_nchw)])
+        with openvino_telemetry_declined():
+            ov_model = ov.convert_model(str(onnx_path), input=[list(spec.input_shape_nchw)])
     if precision == "int8":
         ov_model = _quantize_int8(ov_model, spec)
     _set_rt_info(ov_model, {**spec.metadata, "precision": precision, "layout": "NCHW"})
@@ -42,14 +44,16 @@ def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) ->
 
 
 def _quantize_int8(ov_model: Any, spec: ExportSpec) -> Any:
-    import nncf
+    with openvino_telemetry_declined():  # NNCF decides at import
+        import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     assert spec.calibration is not None  # checked by convert()
     samples = [spec.calibration[i : i + 1] for i in range(len(spec.calibration))]
-    return nncf.quantize(ov_model, nncf.Dataset(samples), subset_size=len(samples),
-                         preset=nncf.QuantizationPreset.PERFORMANCE,
-                         advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE))
+    with openvino_telemetry_declined():
+        return nncf.quantize(ov_model, nncf.Dataset(samples), subset_size=len(samples),
+                             preset=nncf.QuantizationPreset.PERFORMANCE,
+                             advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE))
 
 
 def _set_rt_info(ov_model: Any, metadata: dict[str, Any]) -> None:

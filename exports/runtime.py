@@ -19,13 +19,42 @@ Import-cheap (numpy + stdlib; runtimes are imported when a session opens): probe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from exports import FILE_SUFFIX_FORMAT, FORMATS
+
+
+@contextmanager
+def openvino_telemetry_declined() -> Iterator[None]:
+    """No usage telemetry from OpenVINO (its import and converter) or NNCF inside the block.
+
+    They send events to Google Analytics (openvino-telemetry) unless the user opted out in
+    ~/intel/openvino_telemetry or CI=true, each from a forked copy of the calling process: a network
+    call the factory must not make, and ~0.8 s of CPU per converted model here. CI=true is the switch
+    that package reads; it is set for these calls only."""
+    before = os.environ.get("CI")
+    os.environ["CI"] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["CI"]
+        else:
+            os.environ["CI"] = before
+
+
+def import_openvino() -> Any:
+    """The openvino module, imported without its import-time telemetry event."""
+    with openvino_telemetry_declined():
+        import openvino
+
+    return openvino
 
 
 class Session(Protocol):
@@ -104,7 +133,7 @@ class OpenVinoSession:
     fmt = "openvino"
 
     def __init__(self, path: Path, threads: int, precision_hint: str = "auto") -> None:
-        import openvino as ov
+        ov = import_openvino()
 
         if precision_hint not in OPENVINO_HINTS:
             raise ValueError(f"precision_hint: unknown {precision_hint!r}; allowed: {list(OPENVINO_HINTS)}")
@@ -132,7 +161,7 @@ class OpenVinoSession:
     def raw_runner(self, rng: np.random.Generator) -> Callable[[], object]:
         """`infer()` of an infer request of its own whose input tensor (random float32, the IR's input
         shape) is set once: what `benchmark_app -api sync` times."""
-        import openvino as ov
+        ov = import_openvino()
 
         shape = list(self._compiled.input(0).get_partial_shape().to_shape())
         request = self._compiled.create_infer_request()

@@ -89,9 +89,9 @@ def runtime_version(runtime: str) -> str:
 
         return f"onnxruntime {onnxruntime.__version__}"
     if runtime == "openvino":
-        import openvino
+        from exports.runtime import import_openvino
 
-        return f"openvino {openvino.get_version()}"
+        return f"openvino {import_openvino().get_version()}"
     if runtime == "tflite":
         try:
             import ai_edge_litert

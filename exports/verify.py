@@ -383,7 +383,9 @@ def file_facts(path: Path, fmt: str) -> dict[str, Any]:
         return {"input_shape": [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims],
                 "metadata": {p.key: _decoded(p.value) for p in proto.metadata_props}, "precision": None}
     if fmt == "openvino":
-        import openvino as ov
+        from exports.runtime import import_openvino
+
+        ov = import_openvino()
 
         model = ov.Core().read_model(str(path))
         shape = model.input(0).get_partial_shape()

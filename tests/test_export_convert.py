@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -127,3 +128,34 @@ def test_bad_requests_are_refused_with_allowed_values(subnet_case, tmp_path):
         convert(sub.train(), "onnx", "fp32", tmp_path, resolution=r)
     sub.eval()
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # imports OpenVINO and NNCF
+def test_openvino_conversions_fork_no_telemetry_process(subnet_case, tmp_path):
+    """OpenVINO (at import and per conversion) and NNCF send usage telemetry from a forked process
+    unless declined; the factory makes no network calls, and each fork cost ~0.8 s of CPU a model. In a
+    fresh process: openvino's import-time event fires once per process."""
+    import subprocess
+    import sys
+    import textwrap
+
+    sub, r, _, _, calib = subnet_case
+    torch.save(sub, tmp_path / "sub.pt")
+    np.save(tmp_path / "calib.npy", calib[:4])
+    code = textwrap.dedent(f"""
+        import os, numpy as np, torch
+        from exports.convert import convert
+        forks = []
+        os.register_at_fork(before=lambda: forks.append(1))
+        sub = torch.load({str(tmp_path / "sub.pt")!r}, weights_only=False)
+        calib = np.load({str(tmp_path / "calib.npy")!r})
+        for precision in ("fp16", "int8"):
+            convert(sub, "openvino", precision, {str(tmp_path)!r} + "/" + precision, resolution={r},
+                    calibration=calib)
+        assert os.environ.get("CI") is None, "CI left set"
+        print("forks", len(forks))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "forks 0" in done.stdout.splitlines()
