@@ -77,6 +77,36 @@ progress = false
     assert summary["steps"] == 8
 
 
+def test_eval_every_phase_evaluates_after_each_phase_and_never_the_untrained_smallest(tmp_path):
+    import tomllib
+
+    from factory.training.config import config_from_dict
+    from factory.training.trainer import train
+
+    text = """
+[train]
+batch_size = 8
+steps_per_epoch = 1
+subnets_per_step = 2
+sampler = "sandwich"
+eval_images = 16
+eval_every = "phase"
+[runtime]
+device = "cpu"
+progress = false
+"""
+    cfg = config_from_dict({**tomllib.loads(text),
+                            "phases": {p: {"epochs": 2, "lr": 0.05} for p in ("teacher", "kernel", "depth", "expand")}})
+    summary = train(cfg, tmp_path / "ph")
+    metrics = [json.loads(x) for x in (tmp_path / "ph" / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [(m["phase"], m["epoch"], "acc_max" in m, "acc_min" in m) for m in metrics]
+    assert evaluated == [("teacher", 1, False, False), ("teacher", 2, True, False),
+                         ("kernel", 1, False, False), ("kernel", 2, True, True),
+                         ("depth", 1, False, False), ("depth", 2, True, True),
+                         ("expand", 1, False, False), ("expand", 2, True, True)]
+    assert summary["acc_max"] == metrics[-1]["acc_max"] and summary["acc_min"] == metrics[-1]["acc_min"]
+
+
 def test_tracked_train_logs_to_a_file_without_progress_frames_and_reads_back_in_mlflow(tmp_path):
     """Output to a file (CI, nohup): one line per epoch, no carriage-return frames, the same in --log-file;
     --track leaves a FINISHED MLflow run with the config as params and one metric point per epoch."""

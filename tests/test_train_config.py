@@ -45,6 +45,7 @@ def test_toml_round_trip_is_identity(tmp_path):
         ({"optim": {}}, "unknown section(s) ['optim']"),
         ({"train": {"sampler": "sandwich", "subnets_per_step": 1}}, "sandwich sampler needs >= 2"),
         ({"data": {"val_fraction": 0.9}}, "data.val_fraction = 0.9 is not allowed; must be in [0.02, 0.5]"),
+        ({"train": {"eval_every": "step"}}, "train.eval_every = 'step' is not allowed; allowed: ['epoch', 'phase']"),
     ],
 )
 def test_bad_config_values_name_key_and_allowed_values(data, fragment):
@@ -79,3 +80,6 @@ def test_incompatible_key_ignores_runtime_settings():
     toml = tomllib.loads(base.to_toml())
     toml["phases"]["depth"]["lr"] = 0.5
     assert first_incompatible_key(base, config_from_dict(toml))[0] == "phases.depth.lr"
+    toml = tomllib.loads(base.to_toml())
+    toml["train"]["eval_every"] = "epoch"  # what is evaluated, not what is trained: a resume may change it
+    assert first_incompatible_key(base, config_from_dict(toml)) is None

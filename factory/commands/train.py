@@ -102,6 +102,6 @@ def train(data, out, config_file, preset, epochs_per_phase, steps_per_epoch, bat
                f"{summary['elapsed_seconds']:.0f} s ({summary['train_seconds']:.0f} s in training steps), "
                f"{summary['world_size']} process(es) on {summary['device']}")
     if summary.get("acc_max") is not None:
-        click.echo(f"validation accuracy (BN recalibrated): largest {summary['acc_max'] * 100:.2f}%, "
-                   f"smallest {summary['acc_min'] * 100:.2f}%")
+        smallest = "" if summary.get("acc_min") is None else f", smallest {summary['acc_min'] * 100:.2f}%"
+        click.echo(f"validation accuracy (BN recalibrated): largest {summary['acc_max'] * 100:.2f}%{smallest}")
     click.echo(f"next: factory eval --run {out} --arch max")

@@ -19,7 +19,8 @@ SAMPLERS = ("uniform", "sandwich")
 DEVICES = ("auto", "cpu", "cuda")
 PRESET_DIR = Path(__file__).parents[1] / "presets"
 # Keys that may differ between the stored config and a `--resume` request (they do not change the math).
-RUNTIME_KEYS = frozenset({"runtime.device", "runtime.checkpoint_interval_s", "runtime.progress"})
+RUNTIME_KEYS = frozenset({"runtime.device", "runtime.checkpoint_interval_s", "runtime.progress", "train.eval_every"})
+EVAL_EVERY = ("epoch", "phase")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class OptimConfig:
     augment_shift: int = 2  # random translation (pixels at the stored size); 0 = off
     eval_batch_size: int = 250
     eval_images: int = 0  # val (and calib) images for the per-epoch metrics; 0 = the whole splits
+    eval_every: str = "epoch"  # "phase": evaluate the largest/smallest only after each phase's last epoch
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,7 @@ def validate_config(cfg: TrainConfig, origin: str = "config") -> None:
     need(0 <= t.augment_shift <= 8, "train.augment_shift", t.augment_shift, "must be in 0..8 pixels")
     need(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "must be >= 1")
     need(t.eval_images >= 0, "train.eval_images", t.eval_images, "must be >= 0 (0 = whole validation split)")
+    need(t.eval_every in EVAL_EVERY, "train.eval_every", t.eval_every, f"allowed: {list(EVAL_EVERY)}")
     need(r.device in DEVICES, "runtime.device", r.device, f"allowed: {list(DEVICES)}")
     need(r.checkpoint_interval_s > 0, "runtime.checkpoint_interval_s", r.checkpoint_interval_s, "must be > 0")
     for name, p in cfg.phases.items():

@@ -196,13 +196,15 @@ class Trainer:
         return total / len(archs), len(labels)
 
     # ----- epoch end ----------------------------------------------------------------------------
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, smallest: bool = True) -> dict[str, float]:
+        """Validation accuracy and loss of the largest (and, with `smallest`, the smallest) sub-network."""
         res = {}
         val, calib, limit = self.data.val, self.data.calib, self.cfg.train.eval_images
         if limit:
             val = Split(val.images[:limit], val.labels[:limit])
             calib = Split(calib.images[:limit], calib.labels[:limit])
-        for which, arch in (("max", self.space.largest()), ("min", self.space.smallest())):
+        nets = [("max", self.space.largest())] + ([("min", self.space.smallest())] if smallest else [])
+        for which, arch in nets:
             r = evaluate_on(self.net, arch, calib, val, self.data.info.mean, self.data.info.std,
                             self.ctx.device, self.cfg.train.eval_batch_size)
             res[f"acc_{which}"] = round(r.accuracy, 5)
@@ -345,7 +347,9 @@ def _end_epoch(trainer: Trainer, phase: int, epoch: int, clock: SessionClock) ->
 
 
 def _epoch_metrics(trainer: Trainer, phase: int, epoch: int) -> dict[str, Any]:
-    """Loss and throughput summed over ranks; rank 0 adds the lr and the evaluation of max/min nets."""
+    """Loss and throughput summed over ranks; rank 0 adds the lr and the evaluation of max/min nets (after
+    every epoch, or with train.eval_every = "phase" after a phase's last one; the smallest sub-network is
+    not evaluated in the teacher phase, which never trains it)."""
     pos, ctx, name = trainer.pos, trainer.ctx, PHASE_ORDER[phase]
     metrics = {"phase": name, "epoch": epoch + 1, "epochs": trainer.cfg.phases[name].epochs,
                "global_epoch": trainer.global_epoch(phase, epoch) + 1, "step": pos.global_step}
@@ -354,7 +358,8 @@ def _epoch_metrics(trainer: Trainer, phase: int, epoch: int) -> dict[str, Any]:
         metrics.update({"loss": round(loss_sum / max(1.0, count), 5),
                         "lr": trainer.optimizer.param_groups[0]["lr"] if trainer.optimizer else 0.0,
                         "images_per_s": round(images / max(1e-9, pos.epoch_seconds), 1)})
-        metrics.update(trainer.evaluate())
+        if trainer.cfg.train.eval_every == "epoch" or epoch + 1 == metrics["epochs"]:
+            metrics.update(trainer.evaluate(smallest=name != "teacher"))
     return metrics
 
 
@@ -452,8 +457,9 @@ def weights_sha256(net: nn.Module) -> str:
 
 
 def _metrics_line(m: dict[str, Any]) -> str:
-    return (f"[{m['phase']} {m['epoch']}/{m['epochs']}] loss {m.get('loss', 0):.4f}  "
-            f"acc max {m.get('acc_max', 0) * 100:.2f}%  min {m.get('acc_min', 0) * 100:.2f}%  "
+    accuracy = "".join(f"  acc {which} {m[f'acc_{which}'] * 100:.2f}%" for which in ("max", "min")
+                       if f"acc_{which}" in m)
+    return (f"[{m['phase']} {m['epoch']}/{m['epochs']}] loss {m.get('loss', 0):.4f}{accuracy}  "
             f"{m.get('images_per_s', 0):.0f} img/s  {m.get('elapsed_seconds', 0):.0f}s")
 
 
