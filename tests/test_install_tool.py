@@ -80,3 +80,46 @@ def test_parallel_install_into_a_real_venv(tmp_path):
     locked[0]["sha256"] = "0" * 64
     with pytest.raises(install.Fallback, match="sha256"):
         install.install_wheels(python, locked, jobs=2)
+
+
+def test_downloads_are_kept_in_the_cache_and_reused(tmp_path):
+    """A wheel served over HTTP (a local server: no network) is downloaded once; the next fetch links the
+    cached file, and a cached file damaged since is downloaded again."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    wheel = make_wheel(served, "solo", {"solo.py": "C = 3\n"})
+    hits = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        locked = [{"name": "solo", "version": "1.0", "sha256": sha,
+                   "url": f"http://127.0.0.1:{server.server_address[1]}/{wheel.name}"}]
+        cache = tmp_path / "cache"
+        for run, expected_hits in ((1, 1), (2, 1)):
+            folder = tmp_path / f"fetch{run}"
+            folder.mkdir()
+            [got] = install.fetch(locked, folder, cache)
+            assert got.read_bytes() == wheel.read_bytes() and len(hits) == expected_hits
+        cached = cache / sha[:2] / sha / wheel.name
+        assert got.resolve() == cached.resolve()
+        cached.write_bytes(b"damaged")
+        (tmp_path / "fetch3").mkdir()
+        [got] = install.fetch(locked, tmp_path / "fetch3", cache)
+        assert got.read_bytes() == wheel.read_bytes() and len(hits) == 2
+        assert not list(cached.parent.glob(".*.part"))
+    finally:
+        server.shutdown()

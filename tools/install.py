@@ -7,7 +7,8 @@ core idles: ~2.5 minutes on a fresh clone. Here:
 1. the resolution comes from the lock file when it was made from this pyproject.toml on this kind of
    machine (`tools/install-lock.json`, written by `--write-lock`), else from `pip install --dry-run
    --report`;
-2. the wheels are fetched (and checked against the lock's sha256) four at a time;
+2. the wheels are fetched (and checked against the lock's sha256) four at a time, downloads kept in
+   ~/.cache/ofa-factory/wheels for the next install (PIP_NO_CACHE_DIR=1: not kept);
 3. they are split into `--jobs` groups of near-equal work, each installed with `--no-deps` by its own
    pip; wheels that write into the same top-level folder (the `nvidia` namespace of the CUDA wheels,
    `google`, ...) stay in one group, so no two processes ever write the same path;
@@ -111,30 +112,58 @@ def locked_wheels(python: str, requirement: str) -> list[dict]:
     return lock["wheels"]
 
 
-def fetch(wheels: list[dict], folder: Path) -> list[Path]:
-    """Each wheel as a file in `folder` (downloaded, or linked when on disk already), its sha256 checked."""
+def wheel_cache() -> Path | None:
+    """Where downloaded wheels are kept between installs (pip keeps its downloads too): a second clone
+    on this machine installs without the network. PIP_NO_CACHE_DIR turns it off, as it does pip's."""
+    if os.environ.get("PIP_NO_CACHE_DIR", "").lower() in ("1", "true", "yes", "on"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ofa-factory" / "wheels"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(wheels: list[dict], folder: Path, cache: Path | None = None) -> list[Path]:
+    """Each wheel as a file in `folder` (linked from disk or the cache, else downloaded into the cache),
+    its sha256 checked against the resolution's."""
+
+    def download(url: str, path: Path) -> None:
+        partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+        try:
+            with urllib.request.urlopen(url, timeout=180) as response, partial.open("wb") as f:
+                shutil.copyfileobj(response, f, 1 << 20)
+            partial.replace(path)  # a cached file is always whole
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise Fallback(f"{url}: {exc}") from None
 
     def get(wheel: dict) -> Path:
         parsed = urlparse(wheel["url"])
         path = folder / Path(unquote(parsed.path)).name
+        sha, checked = wheel.get("sha256"), False
         if parsed.scheme == "file":
             source = Path(unquote(parsed.path))
             if not source.is_file():
                 raise Fallback(f"{source}: not on this machine")
-            path.symlink_to(source)
+        elif cache is not None and sha:
+            source = cache / sha[:2] / sha / path.name
+            checked = source.is_file() and sha256_of(source) == sha
+            if not checked:  # absent, or damaged since
+                source.parent.mkdir(parents=True, exist_ok=True)
+                download(wheel["url"], source)
         else:
-            try:
-                with urllib.request.urlopen(wheel["url"], timeout=180) as response, path.open("wb") as f:
-                    shutil.copyfileobj(response, f, 1 << 20)
-            except OSError as exc:
-                raise Fallback(f"{wheel['url']}: {exc}") from None
-        if wheel.get("sha256"):
-            digest = hashlib.sha256()
-            with path.open("rb") as f:
-                while chunk := f.read(1 << 22):
-                    digest.update(chunk)
-            if digest.hexdigest() != wheel["sha256"]:
-                raise Fallback(f"{path.name}: sha256 differs from the resolution's")
+            download(wheel["url"], path)
+            source = path
+        if source != path:
+            path.symlink_to(source)
+        if sha and not checked and sha256_of(path) != sha:
+            raise Fallback(f"{path.name}: sha256 differs from the resolution's")
         return path
 
     with ThreadPoolExecutor(4) as pool:
@@ -202,7 +231,7 @@ def balance(groups: list[list[Path]], jobs: int) -> list[list[Path]]:
 
 def install_wheels(python: str, wheels: list[dict], jobs: int) -> None:
     with tempfile.TemporaryDirectory(prefix="factory-wheels-") as tmp:
-        files = fetch(wheels, Path(tmp))
+        files = fetch(wheels, Path(tmp), wheel_cache())
         pinned = {f: f"{w['name']}=={w['version']}" for f, w in zip(files, wheels, strict=True)}
         bins = balance(groups_of(files), jobs)
         print(f"installing {len(files)} packages with {len(bins)} pip processes", flush=True)
