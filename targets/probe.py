@@ -46,7 +46,7 @@ from targets.table import (
 
 MANIFEST_SCHEMA = 1
 # Probe models per runtime: enough for the ~15-coefficient fit, few enough for the conversion and timing
-# cost (ONNX ~0.3 s, OpenVINO ~1 s, TFLite ~1.5 s per model here; ONNX's 2-thread timing is the costly
+# cost (ONNX ~0.3 s, OpenVINO ~0.4 s, TFLite ~1.5 s per model here; ONNX's 2-thread timing is the costly
 # part). ONNX Runtime 48 (was 80): fitted on the first 48 of 80, the other 32 were all within 10%.
 DEFAULT_SAMPLES = {"onnxruntime": 48, "openvino": 40, "tflite": 32}
 CALIBRATION_IMAGES = 8
@@ -113,7 +113,7 @@ def export_models(profile: TargetProfile, space: SearchSpace, num_classes: int, 
     Latency and file size depend on the architecture, not on trained weights; int8 calibration
     uses random normal images (fine for timing: the quantized graph is the same). Conversions run in
     `jobs` worker processes (default: one per core, at most 2, for 8+ models): a TFLite int8
-    conversion is ~6 s of mostly single-threaded converter work, so two at once nearly halve a table's
+    conversion is ~1.5 s of mostly single-threaded converter work, so two at once nearly halve a table's
     export time on a 2-core machine. Nothing is timed while they run.
     """
     import torch
