@@ -47,7 +47,7 @@ FORMATS: dict[str, FormatSpec] = {
     "tflite": FormatSpec(
         name="tflite", file_name="model.tflite", extra_files=(), layout="NHWC", runtime="tflite",
         precisions=PRECISIONS,
-        notes="native NHWC Keras mirror, BN folded; fp16 = fp16 weights; int8 = full-integer ops with a "
+        notes="native NHWC TensorFlow mirror (tf ops), BN folded; fp16 = fp16 weights; int8 = full-integer ops with a "
               "representative dataset, float32 input/output tensors",
     ),
     "openvino": FormatSpec(

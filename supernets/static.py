@@ -1,7 +1,7 @@
 """Plain static layers: what `Supernet.extract` returns and what exporters walk.
 
 Every module here is an ordinary `nn.Conv2d` / `nn.BatchNorm2d` / `nn.Linear` composition, so an
-extracted sub-network exports with `torch.onnx.export` and mirrors one to one in Keras.
+extracted sub-network exports with `torch.onnx.export` and mirrors one to one in TensorFlow ops.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Why: the specialization benchmark compares our picks with a hand-picked torchvision
 mobilenet_v3_small. Expressed as a `StaticNet`, it goes through exactly the same exporters and
-runtimes (including the NHWC Keras mirror for TFLite), so latencies are measured like for like.
+runtimes (including the NHWC TensorFlow mirror for TFLite), so latencies are measured like for like.
 """
 
 from __future__ import annotations
