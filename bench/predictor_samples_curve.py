@@ -20,6 +20,7 @@ from scipy.stats import spearmanr
 
 from factory.evaluate import evaluate_on
 from factory.predictor.fit import default_holdout, fit_trees, split_holdout
+from factory.predictor.model import load_predictor
 from factory.predictor.samples import SAMPLES_FILE, read_samples, stratified_archs
 from factory.run import load_run
 
@@ -33,7 +34,9 @@ def main() -> None:
     args = parser.parse_args()
     run = load_run(args.run)
     ds = run.dataset()
-    done = read_samples(args.run / SAMPLES_FILE, run.space, run.checkpoint_sha256, len(ds.val))
+    fitted = load_predictor(args.run, run.space, run.checkpoint_sha256)
+    screen = ((fitted.meta.get("screen") or {}).get("key")) if fitted is not None else None
+    done = read_samples(args.run / SAMPLES_FILE, run.space, run.checkpoint_sha256, len(ds.val), screen)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     listed = stratified_archs(run.space, max(sizes), random.Random(0), run.num_classes)
     missing = [a for a in listed if a not in done]

@@ -16,7 +16,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -74,6 +74,9 @@ class EvalResult:
     loss: float  # mean cross-entropy (no label smoothing)
     arch: ArchConfig
     images: int = 0
+    # whether each image was classified right, in split order (single process only; None under torchrun):
+    # the predictor's screen finds the images sub-networks disagree on from it (factory.predictor.screen)
+    correct: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         return {"accuracy": self.accuracy, "loss": self.loss, "arch": self.arch.to_dict(), "images": self.images}
@@ -216,14 +219,17 @@ def scored(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], arch: ArchConfi
            ctx: DistContext | None = None) -> EvalResult:
     """Accuracy and mean cross-entropy over (logits, labels) batches, summed across ranks (collective with ctx)."""
     correct, loss_sum = 0.0, 0.0
+    hits: list[torch.Tensor] = []
     for logits, labels in batches:
         logits, labels = logits.float(), labels.to(logits.device)
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-        correct += int((logits.argmax(1) == labels).sum())
+        hits.append((logits.argmax(1) == labels).cpu())
+        correct += int(hits[-1].sum())
     if ctx is not None:
         correct, loss_sum = ctx.all_sum([correct, loss_sum])
     n = max(1, images)
-    return EvalResult(accuracy=correct / n, loss=loss_sum / n, arch=arch, images=images)
+    per_image = torch.cat(hits) if (ctx is None or ctx.world_size == 1) and hits else None
+    return EvalResult(accuracy=correct / n, loss=loss_sum / n, arch=arch, images=images, correct=per_image)
 
 
 EVAL_SPLITS = ("val", "test")

@@ -15,7 +15,7 @@ from factory.predictor.features import onehot_features, resolution_block_feature
 from factory.predictor.fit import FitConfig, boost, spearman, split_holdout
 from factory.predictor.fit import fit_trees as _fit
 from factory.predictor.model import PREDICTOR_FILE, AccuracyPredictor, load_predictor, tree_sum
-from factory.predictor.samples import SAMPLES_FILE, measure_samples, read_samples, stratified_archs
+from factory.predictor.samples import SAMPLES_FILE, Measured, measure_samples, read_samples, stratified_archs
 from supernets import cost, get_space
 
 torch.set_num_threads(1)
@@ -89,7 +89,7 @@ def test_measurements_resume_and_skip_a_torn_line(tmp_path: Path) -> None:
 
     def measure(arch):  # a deterministic stand-in for evaluate_arch: accuracy from MACs
         calls.append(arch)
-        return 1.0 - 1.0 / cost(SPACE, arch).macs ** 0.1, 0.5, 100
+        return Measured(1.0 - 1.0 / cost(SPACE, arch).macs ** 0.1, 0.5, 100)
 
     path = tmp_path / SAMPLES_FILE
     first = measure_samples(archs[:7], measure, path, SPACE, "sha-a", progress=False)
@@ -209,20 +209,23 @@ def test_shared_prefix_measurement_gives_evaluate_on_figures_while_sharing_the_f
 def test_two_process_measurement_gives_the_one_process_figures_and_loses_nothing(tiny_run, tmp_path,
                                                                                   monkeypatch) -> None:
     """The helper process measures the costlier-ordered second half on one thread: every sub-network gets
-    the figures one process gives it, the helper's lines end up in the samples file, and the lines a
-    killed helper had finished (one torn) are adopted by the next measurement instead of redone."""
+    the figures one process gives it (exact and screened ones: 12 sub-networks on every image, 28 on the hard
+    images), the helper's lines end up in the samples file, and the lines a killed helper had finished (one
+    torn) are adopted by the next measurement instead of redone."""
     import json
     import shutil
 
+    from factory.predictor import fit as fit_module
     from factory.predictor import two_process
     from factory.predictor.fit import fit_predictor
     from factory.predictor.samples import SAMPLES_FILE
 
     runs = {}
+    monkeypatch.setattr(fit_module, "SCREEN_MIN", 12)
     for mode in ("one", "two"):
         runs[mode] = tmp_path / mode
         shutil.copytree(tiny_run, runs[mode], ignore=shutil.ignore_patterns(SAMPLES_FILE, "predictor.pt"))
-        monkeypatch.setattr(two_process, "MIN_SPLIT", 10**9 if mode == "one" else 32)
+        monkeypatch.setattr(two_process, "MIN_SPLIT", 10**9 if mode == "one" else 8)
         monkeypatch.setattr(two_process, "usable_cores", lambda: 2)
         fit_predictor(runs[mode], samples=40, holdout=10, val_images=300, progress=False, uniform=False)
 
@@ -232,6 +235,8 @@ def test_two_process_measurement_gives_the_one_process_figures_and_loses_nothing
 
     one, two = figures(runs["one"]), figures(runs["two"])
     assert len(one) == len(two) == 40 and one.keys() == two.keys()
+    screened = [json.loads(line) for line in (runs["two"] / SAMPLES_FILE).read_text().splitlines()]
+    assert sum("screen" in d for d in screened) == 28
     assert all(two[k][0] == one[k][0] and two[k][1] == pytest.approx(one[k][1], rel=1e-6) for k in one)
     assert not (runs["two"] / two_process.HELPER_FILE).exists()
     # a helper killed mid-write: its finished lines are adopted, the torn one dropped

@@ -27,6 +27,7 @@ from factory.evaluate import on_device
 from factory.predictor.features import predictor_features
 from factory.predictor.model import PREDICTOR_FILE, AccuracyPredictor
 from factory.predictor.samples import SAMPLES_FILE, Sample, measure_samples, read_samples, stratified_archs
+from factory.predictor.screen import SCREEN_MIN, Screen, exact_archs, measurer
 from factory.run import Run, load_run
 from factory.training.distributed import DistContext
 from supernets.arch import ArchConfig
@@ -175,13 +176,17 @@ class FitReport:
     fit_seconds: float
     val_images: int
     uniform: int = 0  # uniformly scaled sub-networks measured too (training set only, never held out)
+    screen: Screen | None = None  # the hard images the screened measurements ran on (None: all exact)
+    screened: int = 0  # training samples measured through the screen
 
     def to_dict(self) -> dict[str, Any]:
+        screen = None if self.screen is None else {"exact": self.screen.exact, "screened": self.screened,
+                                                   "hard_images": len(self.screen.hard), "key": self.screen.key}
         return {"predictor": str(self.path), "samples": self.samples, "train": self.train, "holdout": self.holdout,
                 "holdout_spearman": round(self.holdout_spearman, 4), "macs_spearman": round(self.macs_spearman, 4),
                 "holdout_mae": round(self.holdout_mae, 5), "accuracy_range": list(self.accuracy_range),
                 "measure_seconds": round(self.measure_seconds, 1), "fit_seconds": round(self.fit_seconds, 1),
-                "val_images": self.val_images, "uniform": self.uniform}
+                "val_images": self.val_images, "uniform": self.uniform, "screened": self.screened, "screen": screen}
 
 
 def split_holdout(n: int, holdout: int) -> tuple[list[int], list[int]]:
@@ -219,12 +224,15 @@ def fit_predictor(
     config: FitConfig = FitConfig(),
     uniform: bool = True,
     device: str = "auto",
+    screen: bool = True,
 ) -> FitReport:
     """`factory predictor fit`: sample, measure (resumable), fit, store predictor.pt in the run.
 
     With `uniform`, the space's uniformly scaled sub-networks are measured too and join the training
     set (the held-out set stays random, stratified sub-networks): the search's verification then
     knows their real accuracy, so a pick can never lose to a hand-scaled network that was measured.
+    With `screen` (one process), the training sub-networks other than those are measured on the hard
+    images only (`factory.predictor.screen`); the held-out and uniform ones always on every image.
     Under torchrun every rank measures (on its local device) and returns rank 0's report."""
     run = load_run(run_dir)
     samples = default_samples(run.space.name) if samples is None else samples
@@ -235,70 +243,96 @@ def fit_predictor(
     ctx = DistContext.from_env(device)
     try:
         archs = stratified_archs(run.space, samples, random.Random(seed), run.num_classes)
+        _, held_idx = split_holdout(len(archs), holdout)
         ds = run.dataset()
         val = ds.val if val_images is None or val_images >= len(ds.val) else _subset(ds.val, val_images, seed)
         t0 = time.perf_counter()
         with on_device(run.supernet, ctx.device):
-            measured, extra = _measure(run, archs, val, uniform, progress, ctx)
+            measured, extra, used = _measure(run, archs, [archs[i] for i in held_idx], val, uniform,
+                                             screen and ctx.world_size == 1, progress, ctx)
         seconds = time.perf_counter() - t0
-        report = _fit_and_store(run, measured, extra, holdout, seed, config, seconds, len(val)) if ctx.is_main else None
+        report = _fit_and_store(run, measured, extra, holdout, seed, config, seconds, len(val), used) \
+            if ctx.is_main else None
         return ctx.broadcast_object(report)
     finally:
         ctx.close()
 
 
 def _fit_and_store(run: Run, measured: list[Sample], extra: list[Sample], holdout: int, seed: int,
-                   config: FitConfig, measure_seconds: float, val_images: int) -> FitReport:
+                   config: FitConfig, measure_seconds: float, val_images: int, screen: Screen | None) -> FitReport:
     """Fit on all but `holdout` of `measured` (+ `extra`), score on the held-out ones, write predictor.pt."""
     t1 = time.perf_counter()
     train_idx, held_idx = split_holdout(len(measured), holdout)
     tr = [measured[i] for i in train_idx] + extra
     ho = [measured[i] for i in held_idx]
+    if not all(s.exact for s in ho):
+        raise RuntimeError("held-out sub-networks must be measured on every validation image")
     model = fit_trees(run.space, [s.arch for s in tr], [s.accuracy for s in tr], seed, config, run.num_classes)
     figures = _holdout_figures(model, ho, run.num_classes)
     t2 = time.perf_counter()
+    screened = sum(not s.exact for s in tr)
     meta = {**figures, "train": len(tr), "holdout": len(ho), "seed": seed, "val_images": val_images,
-            "checkpoint_sha256": run.checkpoint_sha256, "config": asdict(config)}
+            "checkpoint_sha256": run.checkpoint_sha256, "config": asdict(config),
+            "screen": None if screen is None else {"exact": screen.exact, "screened": screened,
+                                                   "hard_images": len(screen.hard), "key": screen.key}}
     out = run.path / PREDICTOR_FILE
     replace(model, meta=meta).save(out)
     accs = [s.accuracy for s in measured + extra]
     return FitReport(out, len(measured) + len(extra), len(tr), len(ho), figures["holdout_spearman"],
                      figures["macs_spearman"], figures["holdout_mae"], (min(accs), max(accs)), measure_seconds,
-                     t2 - t1, val_images, len(extra))
+                     t2 - t1, val_images, len(extra), screen, screened)
 
 
-def _measure(run: Run, archs: list[ArchConfig], val: Split, uniform: bool, progress: bool,
-             ctx: DistContext) -> tuple[list[Sample], list[Sample]]:
+def _measure(run: Run, archs: list[ArchConfig], held: list[ArchConfig], val: Split, uniform: bool,
+             screen: bool, progress: bool, ctx: DistContext) -> tuple[list[Sample], list[Sample], Screen | None]:
     """Measurements of `archs` and, with `uniform`, of the uniformly scaled sub-networks not among them
-    (the supernet already on `ctx.device`; collective under torchrun)."""
-    from factory.predictor.shared_prefix import SharedPrefixEvaluator
-    from factory.predictor.two_process import adopt_helper_samples, measure_in_two, worth_splitting
-
-    ds = run.dataset()
-    shared = SharedPrefixEvaluator(run.supernet, ds.calib, val, run.mean, run.std, ctx.device, ctx=ctx)
-
-    def measure(arch: ArchConfig) -> tuple[float, float, int]:
-        r = shared(arch)
-        return r.accuracy, r.loss, r.images
-
+    (the supernet already on `ctx.device`; collective under torchrun). With `screen`: the held-out ones, the
+    uniform ones (and a few more up to SCREEN_MIN) on every image first, the rest on the images any of them
+    got wrong. Returns the samples of `archs`, of the uniform ones, and the screen used."""
     grid = []
     if uniform:
         seen = set(archs)
         grid = [a for a in dict.fromkeys(run.space.canonical(a) for a in run.space.uniform_grid()) if a not in seen]
-    # measured in prefix order (consecutive sub-networks share their first blocks' work), returned as asked
-    ordered = shared.order(archs + grid)
+    everything = archs + grid
+    if not screen:
+        found = _measure_stage(run, everything, val, None, progress, ctx)
+        return [found[a] for a in archs], [found[a] for a in grid], None
+    exact = exact_archs(archs, held, grid, SCREEN_MIN)
+    found = _measure_stage(run, exact, val, None, progress, ctx, desc="measuring sub-networks on every image")
+    used = Screen.from_samples(list(found.values()), len(val))
+    if used.exact < min(SCREEN_MIN, len(exact)):  # samples of an older version carry no per-image results
+        used = None
+    chosen = set(exact)
+    rest = [a for a in everything if a not in chosen]
+    desc = f"measuring sub-networks on the {len(used.hard)} hard images" if used else "measuring sub-networks"
+    found.update(_measure_stage(run, rest, val, used, progress, ctx, desc=desc))
+    return [found[a] for a in archs], [found[a] for a in grid], used
+
+
+def _measure_stage(run: Run, archs: list[ArchConfig], val: Split, screen: Screen | None, progress: bool,
+                   ctx: DistContext, desc: str = "measuring sub-networks") -> dict[ArchConfig, Sample]:
+    """Samples of `archs`, measured in prefix order (consecutive sub-networks share their first blocks' work)
+    on `val`, or on its hard images with a `screen`; in two processes where that pays."""
+    from factory.predictor.shared_prefix import SharedPrefixEvaluator
+    from factory.predictor.two_process import adopt_helper_samples, measure_in_two, worth_splitting
+
+    images, key = (len(val), None) if screen is None else (screen.total, screen.key)
+    measured_val = val if screen is None else screen.split(val)
+    shared = SharedPrefixEvaluator(run.supernet, run.dataset().calib, measured_val, run.mean, run.std, ctx.device,
+                                   ctx=ctx)
+    measure = measurer(shared, screen)
+    ordered = shared.order(archs)
     todo = ordered
     if ctx.world_size == 1:
         adopt_helper_samples(run.path)  # what the helper of an interrupted measurement had finished
-        done = read_samples(run.path / SAMPLES_FILE, run.space, run.checkpoint_sha256, len(val))
+        done = read_samples(run.path / SAMPLES_FILE, run.space, run.checkpoint_sha256, images, key)
         todo = [a for a in ordered if a not in done]
     if worth_splitting(ctx.device, ctx.world_size, len(todo)):
-        measured = measure_in_two(run, ordered, todo, val, measure, progress)
+        measured = measure_in_two(run, ordered, todo, measured_val, measure, progress, screen, desc)
     else:
-        measured = measure_samples(ordered, measure, run.path / SAMPLES_FILE, run.space,
-                                   run.checkpoint_sha256, progress, images=len(val), ctx=ctx)
-    by_arch = {s.arch: s for s in measured}
-    return [by_arch[a] for a in archs], [by_arch[a] for a in grid]
+        measured = measure_samples(ordered, measure, run.path / SAMPLES_FILE, run.space, run.checkpoint_sha256,
+                                   progress, images=images, ctx=ctx, screen=key, desc=desc)
+    return {s.arch: s for s in measured}
 
 
 def _holdout_figures(model: AccuracyPredictor, held: list[Sample], num_classes: int) -> dict[str, float]:

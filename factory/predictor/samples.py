@@ -58,6 +58,20 @@ def stratified_archs(space: SearchSpace, n: int, rng: random.Random, num_classes
 
 
 @dataclass(frozen=True)
+class Measured:
+    """What measuring one sub-network gives: accuracy and mean loss over `images` validation images. A
+    screened measurement ran only `evaluated` of them, the hard images of screen `screen` (the others counted
+    as right: `factory.predictor.screen`); an exact one carries `correct`, its per-image results (packed)."""
+
+    accuracy: float
+    loss: float  # mean cross-entropy over the images run (all of them, or the `evaluated` hard ones)
+    images: int
+    evaluated: int | None = None
+    screen: str | None = None
+    correct: str | None = None
+
+
+@dataclass(frozen=True)
 class Sample:
     arch: ArchConfig
     accuracy: float
@@ -65,17 +79,29 @@ class Sample:
     images: int
     seconds: float
     checkpoint_sha256: str
+    evaluated: int | None = None  # see Measured
+    screen: str | None = None
+    correct: str | None = None
+
+    @property
+    def exact(self) -> bool:
+        """Measured on every validation image (not estimated through a screen)."""
+        return self.screen is None
 
     def to_json(self) -> str:
-        return json.dumps({"arch": self.arch.to_dict(), "accuracy": self.accuracy, "loss": self.loss,
-                           "images": self.images, "seconds": round(self.seconds, 3),
-                           "checkpoint_sha256": self.checkpoint_sha256})
+        d = {"arch": self.arch.to_dict(), "accuracy": self.accuracy, "loss": self.loss, "images": self.images,
+             "seconds": round(self.seconds, 3), "checkpoint_sha256": self.checkpoint_sha256}
+        d.update({k: v for k, v in (("evaluated", self.evaluated), ("screen", self.screen),
+                                     ("correct", self.correct)) if v is not None})
+        return json.dumps(d)
 
 
 def read_samples(path: Path, space: SearchSpace, checkpoint_sha256: str,
-                 images: int | None = None) -> dict[ArchConfig, Sample]:
+                 images: int | None = None, screen: str | None = None) -> dict[ArchConfig, Sample]:
     """Measured samples of this checkpoint (keyed by canonical arch) on `images` validation images (any
-    when None); lines of other checkpoints or validation subsets and a torn last line are skipped."""
+    when None); lines of other checkpoints or validation subsets and a torn last line are skipped. Screened
+    samples count only when measured through `screen` (the key of the current hard-image set); with no
+    `screen`, only exact measurements are returned."""
     out: dict[ArchConfig, Sample] = {}
     if not path.exists():
         return out
@@ -84,40 +110,51 @@ def read_samples(path: Path, space: SearchSpace, checkpoint_sha256: str,
             d = json.loads(line)
             arch = space.canonical(ArchConfig.from_dict(d["arch"]))
             sample = Sample(arch, float(d["accuracy"]), float(d["loss"]), int(d["images"]), float(d["seconds"]),
-                            str(d["checkpoint_sha256"]))
+                            str(d["checkpoint_sha256"]), _optional(d, "evaluated", int), _optional(d, "screen", str),
+                            _optional(d, "correct", str))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             continue
-        if sample.checkpoint_sha256 == checkpoint_sha256 and images in (None, sample.images):
-            out[arch] = sample
+        if sample.checkpoint_sha256 != checkpoint_sha256 or images not in (None, sample.images):
+            continue
+        if sample.exact or (sample.screen == screen and not (arch in out and out[arch].exact)):
+            out[arch] = sample  # an exact measurement is never replaced by an estimate
     return out
+
+
+def _optional(d: dict, key: str, kind: type):
+    return None if d.get(key) is None else kind(d[key])
 
 
 def measure_samples(
     archs: Sequence[ArchConfig],
-    measure: Callable[[ArchConfig], tuple[float, float, int]],
+    measure: Callable[[ArchConfig], Measured],
     path: Path,
     space: SearchSpace,
     checkpoint_sha256: str,
     progress: bool = True,
     images: int | None = None,
     ctx: DistContext | None = None,
+    screen: str | None = None,
+    desc: str = "measuring sub-networks",
 ) -> list[Sample]:
     """Measure every arch not yet in `path` (append one JSON line each, flushed), return all of `archs`.
+    `images` and `screen`: which earlier lines count as done (see read_samples).
 
     With `ctx` (torchrun), `measure` is collective: every rank calls it for the same archs in the same
     order, the ones rank 0 found unmeasured, and only rank 0 writes `path` and shows progress."""
     main = ctx is None or ctx.is_main
-    done = read_samples(path, space, checkpoint_sha256, images) if main else {}
+    done = read_samples(path, space, checkpoint_sha256, images, screen) if main else {}
     if ctx is not None:
         done = ctx.broadcast_object(done)
     todo = [a for a in archs if a not in done]
     with line_appender(path, enabled=main) as append, \
             progress_bar(total=len(archs), initial=len(archs) - len(todo), enabled=progress and main,
-                         desc="measuring sub-networks", unit="net") as bar:
+                         desc=desc, unit="net") as bar:
         for arch in todo:
             t0 = time.perf_counter()
-            acc, loss, images = measure(arch)
-            sample = Sample(arch, acc, loss, images, time.perf_counter() - t0, checkpoint_sha256)
+            m = measure(arch)
+            sample = Sample(arch, m.accuracy, m.loss, m.images, time.perf_counter() - t0, checkpoint_sha256,
+                            m.evaluated, m.screen, m.correct)
             append(sample.to_json())
             done[arch] = sample
             bar.update(1)

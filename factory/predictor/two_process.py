@@ -29,7 +29,8 @@ import torch
 from exports.progress import progress_bar
 from exports.timing import usable_cores
 from factory.data import Split
-from factory.predictor.samples import SAMPLES_FILE, Sample, line_appender, measure_samples, read_samples
+from factory.predictor.samples import SAMPLES_FILE, Measured, Sample, line_appender, measure_samples, read_samples
+from factory.predictor.screen import Screen, measurer
 from factory.run import Run
 from supernets import ArchConfig, SearchSpace
 from supernets.cost import cost
@@ -78,33 +79,36 @@ def _one_thread():
 
 
 def measure_in_two(run: Run, ordered: Sequence[ArchConfig], todo: Sequence[ArchConfig], val: Split,
-                   measure: Callable[[ArchConfig], tuple[float, float, int]], progress: bool) -> list[Sample]:
+                   measure: Callable[[ArchConfig], Measured], progress: bool, screen: Screen | None = None,
+                   desc: str = "measuring sub-networks") -> list[Sample]:
     """Samples of `ordered` (prefix order); `todo`, the ones not measured yet (in the same order), are split
-    between this process and a helper."""
+    between this process and a helper. `val`: the images measured (the screen's hard ones with a `screen`)."""
     path = run.path / SAMPLES_FILE
+    images, key = (len(val), None) if screen is None else (screen.total, screen.key)
     cut = halfway(run.space, todo, run.num_classes)
     mine, theirs = todo[:cut], todo[cut:]
     with tempfile.TemporaryDirectory(prefix="factory-measure-") as tmp, \
             progress_bar(total=len(ordered), initial=len(ordered) - len(todo), enabled=progress,
-                         desc="measuring sub-networks (2 processes)", unit="net") as bar:
+                         desc=f"{desc} (2 processes)", unit="net") as bar:
         job = Path(tmp) / "job.pt"
         calib = run.dataset().calib  # passed on: the helper need not load (decode) the dataset again
         torch.save({"run": str(run.path), "archs": [a.to_dict() for a in theirs],
-                    "val": (val.images, val.labels), "calib": (calib.images, calib.labels)}, job)
+                    "val": (val.images, val.labels), "calib": (calib.images, calib.labels),
+                    "screen": None if screen is None else screen.to_dict()}, job)
         proc = subprocess.Popen([sys.executable, "-m", "factory.predictor.two_process", str(job)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         errors: list[str] = []
         follower = threading.Thread(target=_follow, args=(proc, bar.update, errors))
         follower.start()
         try:
-            def counted(arch: ArchConfig) -> tuple[float, float, int]:
+            def counted(arch: ArchConfig) -> Measured:
                 result = measure(arch)
                 bar.update(1)
                 return result
 
             with _one_thread():
                 measure_samples(mine, counted, path, run.space, run.checkpoint_sha256, progress=False,
-                                images=len(val))
+                                images=images, screen=key)
         except BaseException:
             proc.kill()
             raise
@@ -113,7 +117,7 @@ def measure_in_two(run: Run, ordered: Sequence[ArchConfig], todo: Sequence[ArchC
             adopt_helper_samples(run.path)
     if errors:
         raise RuntimeError(f"measurement helper process failed: {errors[0]}")
-    done = read_samples(path, run.space, run.checkpoint_sha256, len(val))
+    done = read_samples(path, run.space, run.checkpoint_sha256, images, key)
     missing = [a for a in ordered if a not in done]
     if missing:
         raise RuntimeError(f"measurement helper process left {len(missing)} sub-network(s) unmeasured")
@@ -138,17 +142,19 @@ def helper_main(job_file: str) -> int:
     job = torch.load(job_file, weights_only=False)
     run = load_run(job["run"])
     val, calib = Split(*job["val"]), Split(*job["calib"])
+    screen = None if job.get("screen") is None else Screen.from_dict(job["screen"])
     space: SearchSpace = run.space
     shared = SharedPrefixEvaluator(run.supernet, calib, val, run.mean, run.std, torch.device("cpu"))
+    measure_one = measurer(shared, screen)
 
-    def measure(arch: ArchConfig) -> tuple[float, float, int]:
-        r = shared(arch)
+    def measure(arch: ArchConfig) -> Measured:
+        m = measure_one(arch)
         print("measured", flush=True)
-        return r.accuracy, r.loss, r.images
+        return m
 
     archs = [space.canonical(ArchConfig.from_dict(d)) for d in job["archs"]]
     measure_samples(archs, measure, run.path / HELPER_FILE, space, run.checkpoint_sha256, progress=False,
-                    images=len(val))
+                    images=len(val) if screen is None else screen.total, screen=None if screen is None else screen.key)
     return 0
 
 

@@ -81,7 +81,9 @@ def ensure_predictor(run: Run, samples: int, say: Say,
         f"out) and the uniformly scaled ones (as `factory predictor fit --run {run.path}` does)")
     report = fit_predictor(run.path, samples=samples, holdout=holdout, progress=True)
     say(f"predictor: held-out Spearman {report.holdout_spearman:.3f} on {report.holdout} random sub-networks "
-        f"(MACs alone {report.macs_spearman:.3f}); {report.samples} measured in {report.measure_seconds:.0f} s")
+        f"(MACs alone {report.macs_spearman:.3f}); {report.samples} measured in {report.measure_seconds:.0f} s"
+        + ("" if report.screen is None else f" ({report.screened} of them on the {len(report.screen.hard)} "
+           f"images the {report.screen.exact} measured on all {report.screen.total} disagree on)"))
     lo, hi = report.accuracy_range
     if hi - lo < 0.01:
         say(f"warning: every measured sub-network scored {100 * lo:.1f}-{100 * hi:.1f}% on {report.val_images} "
