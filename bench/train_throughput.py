@@ -65,7 +65,7 @@ def time_mobilenet(steps: int, warmup: int, batch: int) -> dict[str, float]:
     net = mobilenet_v3_large(num_classes=10)
     resolution = min(range(28, 129, 4), key=lambda r: abs(_macs(net, r) - target))
     net = net.train().to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True, fused=True)
     x = torch.randn(batch, 3, resolution, resolution).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
     for i in range(warmup + steps):
