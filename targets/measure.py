@@ -68,15 +68,27 @@ def local_machine(runtime: str) -> dict[str, str]:
     return {"cpu_model": timing.cpu_model(), "runtime_version": timing.runtime_version(runtime)}
 
 
+# Timing rounds of a latency table on one thread (bench/table_rounds.py: two passes over the same probe files
+# agreed as well from 8 rounds as from 15, and fitted as well); on more threads the full DEFAULT_ROUNDS, where
+# tables from 5-10 rounds swung 20-27% between two passes and from 15 rounds 5% (docs/decisions.md).
+SINGLE_THREAD_TABLE_ROUNDS = 8
+
+
+def table_rounds(threads: int) -> int:
+    return DEFAULT_ROUNDS if threads > 1 else SINGLE_THREAD_TABLE_ROUNDS
+
+
 def measure_table(profile: TargetProfile, space: SearchSpace, num_classes: int, *, samples: int | None = None,
-                  seed: int = 0, progress: bool = True, rounds: int = DEFAULT_ROUNDS,
+                  seed: int = 0, progress: bool = True, rounds: int | None = None,
                   repeats: int = DEFAULT_REPEATS) -> LatencyTable:
-    """Export the probe models into a temp folder, time them here, and fit the table."""
+    """Export the probe models into a temp folder, time them here (`rounds`: table_rounds of the target's
+    threads unless given), and fit the table."""
     from supernets.arch import ArchConfig
     from targets.probe import DEFAULT_SAMPLES, write_probe_bundle
     from targets.table import Measurement, fit_table
 
     samples = samples or profile.latency_samples or DEFAULT_SAMPLES[profile.runtime]
+    rounds = table_rounds(profile.threads) if rounds is None else rounds
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"probe-{profile.name}-") as tmp:
         bundle = Path(tmp) / "bundle"

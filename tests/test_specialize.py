@@ -60,6 +60,19 @@ def unfitted_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     return run_dir, paths
 
 
+def test_one_thread_tables_time_fewer_rounds_than_multi_thread_ones(unfitted_run) -> None:
+    """A one-thread table is timed in SINGLE_THREAD_TABLE_ROUNDS rounds (bench/table_rounds.py), what its method
+    records; a multi-thread one keeps the full DEFAULT_ROUNDS."""
+    from exports.timing import DEFAULT_ROUNDS
+    from targets.measure import SINGLE_THREAD_TABLE_ROUNDS, table_rounds
+
+    run_dir, _ = unfitted_run
+    timing = json.loads((run_dir / "latency" / "roomy.json").read_text())["method"]["timing"]
+    assert timing["rounds"] == SINGLE_THREAD_TABLE_ROUNDS < DEFAULT_ROUNDS
+    assert timing["rounds_timed"] >= SINGLE_THREAD_TABLE_ROUNDS
+    assert table_rounds(2) == DEFAULT_ROUNDS
+
+
 @dataclass
 class Specialized:
     exit_code: int
