@@ -209,3 +209,36 @@ def test_search_without_a_predictor_stops_naming_the_fit_command(searchable_run:
     res = _factory("search", "--run", str(bare), "--target", str(prof), timeout=120)
     assert res.returncode == 2, res.stderr
     assert f"factory predictor fit --run {bare}" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_candidate_the_int8_gate_would_refuse_is_passed_over(searchable_run: tuple[Path, Path], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8 targets: a candidate that meets the budgets but whose file misses the export gate's int8 criteria
+    is not picked (the package gate would refuse it); with criteria nothing can meet, no pick at all."""
+    from dataclasses import replace
+
+    import exports.verify
+    from factory.errors import InfeasibleTargetError
+    from factory.predictor.model import load_predictor
+    from factory.run import load_run
+    from factory.search.engine import search
+    from factory.search.pick import VerifyConfig, int8_gate_failures, verify_pick
+    from targets.latency import load_latency_model
+    from targets.profile import load_profile
+
+    run_dir, prof_path = searchable_run
+    run, fp32 = load_run(run_dir), load_profile(prof_path)
+    latency = load_latency_model(run.path, fp32, space=run.space, num_classes=run.num_classes)
+    int8 = replace(fp32, precision="int8")
+    result = search(run.space, load_predictor(run.path, run.space, run.checkpoint_sha256), latency, int8,
+                    population=16, generations=3, seed=0)
+    config = VerifyConfig(top=2, rounds=1, repeats=20, max_checks=2)
+    # the tiny run's int8 files agree with fp32 on ~90% of images: criteria it meets, then ones it cannot
+    monkeypatch.setattr(exports.verify, "INT8_MIN_AGREEMENT", 0.5)
+    monkeypatch.setattr(exports.verify, "INT8_MAX_ACCURACY_DROP", 0.5)
+    with verify_pick(run, int8, result, config, workdir=tmp_path) as picked:
+        assert int8_gate_failures(run, picked.check, 1) == []
+    monkeypatch.setattr(exports.verify, "INT8_MIN_AGREEMENT", 1.01)
+    with pytest.raises(InfeasibleTargetError, match=r"the int8 gate would refuse the file: .*int8 top-1 agreement"):
+        verify_pick(run, int8, result, config, workdir=tmp_path)
+    assert list(tmp_path.iterdir()) == []

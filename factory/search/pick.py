@@ -62,6 +62,7 @@ class ExportCheck:
     folder: Path
     size_mb: float
     latency: Latency | None  # None when the target's latency is not measurable on this machine
+    path: Path | None = None  # the converted model file in `folder`
 
     @property
     def p50_p95(self) -> tuple[float, float]:
@@ -129,10 +130,25 @@ def measure_export(profile: TargetProfile, prepared: PreparedSubnet, config: Ver
 
     path = prepared.convert(profile.format, out)
     if not profile.measurable_here:
-        return ExportCheck(prepared, out, _dir_size_mb(out), None)
+        return ExportCheck(prepared, out, _dir_size_mb(out), None, path)
     timing = measure_latency(path, profile.threads, rounds=config.rounds, warmup=config.warmup,
                              repeats=config.repeats)
-    return ExportCheck(prepared, out, _dir_size_mb(out), timing)
+    return ExportCheck(prepared, out, _dir_size_mb(out), timing, path)
+
+
+def int8_gate_failures(run: Run, check: ExportCheck, threads: int) -> list[str]:
+    """The export gate's int8 criteria (top-1 agreement with the fp32 network, accuracy drop, on the whole
+    validation split) on a candidate's converted file, in the kernel settings its timing chose: a candidate
+    the package gate would refuse is passed over here, and the next one is tried."""
+    from exports.runtime import load_session
+    from exports.verify import parity_failures, parity_figures
+    from factory.ship.export import validation_set
+
+    assert check.path is not None
+    vset = validation_set(run, check.prepared)
+    settings = None if check.latency is None else check.latency.settings
+    logits = load_session(check.path, threads=threads, settings=settings).run(vset.inputs)
+    return parity_failures("int8", parity_figures(logits, vset))
 
 
 def _measured_checks(budgets: Constraints, cand: Candidate, m: Measurement) -> dict:
@@ -166,6 +182,7 @@ class _Verification:
     ratios: dict[str, float] = field(default_factory=dict)
     checked: list[Candidate] = field(default_factory=list)
     measured_here: int = 0
+    refused: dict[ArchConfig, list[str]] = field(default_factory=dict)  # met the budgets, failed the int8 gate
     prepared: dict[ArchConfig, PreparedSubnet] = field(default_factory=dict)
 
     def prepare(self, arch: ArchConfig) -> PreparedSubnet:
@@ -229,16 +246,23 @@ class _Verification:
                     continue
                 done, check = self.export(c)
                 if done.passes_measured:
-                    return done, check
+                    refused = int8_gate_failures(self.run, check, self.profile.threads) \
+                        if self.profile.precision == "int8" else []
+                    if not refused:
+                        return done, check
+                    self.refused[done.arch] = refused
                 shutil.rmtree(check.folder, ignore_errors=True)  # only the pick's file is kept
         return None
 
     def infeasible_message(self) -> str:
         worst = "; ".join(f"{arch_label(c.arch)}: " + ", ".join(
-            m.describe() for m in (c.measured_checks or {}).values() if m.excess > 0) for c in self.checked)
+            m.describe() for m in (c.measured_checks or {}).values() if m.excess > 0) for c in self.checked
+            if c.arch not in self.refused)
+        refused = "; ".join(f"{arch_label(a)}: {', '.join(why)}" for a, why in self.refused.items())
+        refused = f"; met them but the int8 gate would refuse the file: {refused}" if refused else ""
         return (f"target {self.profile.name!r}: no candidate predicted to meet every budget does when measured "
                 f"({len(self.accs)} accuracy-checked, {len(self.checked)} exported: "
-                f"{worst or 'none left to export'}); measured/predicted ratios "
+                f"{worst or 'none left to export'}{refused}); measured/predicted ratios "
                 f"{({k: round(v, 2) for k, v in self.ratios.items()})}. The predictions are optimistic for this "
                 f"target: re-measure its latency table (on a quiet machine) or relax the budgets")
 
@@ -264,9 +288,11 @@ def verify_pick(run: Run, profile: TargetProfile, result: SearchResult, config: 
         shutil.rmtree(root, ignore_errors=True)
         raise
     done, check = found
-    notes = [*result.notes, f"verified: accuracy of {state.measured_here} candidate(s) measured now, "
-                            f"{len(state.accs) - state.measured_here} known from the predictor's samples; "
-                            f"{len(state.checked)} exported and timed"]
+    refused = [f"passed over {arch_label(a)}: met the budgets, but {'; '.join(why)}"
+               for a, why in state.refused.items()]
+    notes = [*result.notes, *refused, f"verified: accuracy of {state.measured_here} candidate(s) measured now, "
+                                      f"{len(state.accs) - state.measured_here} known from the predictor's samples; "
+                                      f"{len(state.checked)} exported and timed"]
     return VerifiedPick(replace(result, chosen=done, checked=state.checked, notes=notes), profile.format, check, root)
 
 

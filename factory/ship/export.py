@@ -132,7 +132,7 @@ def _write(run: Run, prepared: PreparedSubnet, choice: ExportChoice, profile: Ta
     arch = prepared.arch
     request = PackageRequest(
         model=prepared.model, formats=choice.formats, precision=choice.precision,
-        preprocessing=prepared.preprocessing, labels=list(prepared.labels), validation=_validation_set(run, prepared),
+        preprocessing=prepared.preprocessing, labels=list(prepared.labels), validation=validation_set(run, prepared),
         test=_test_set(run, prepared),
         calibration=prepared.calibration, arch=arch.to_dict(), cost=_cost(run, arch),
         lineage=_lineage(run, profile, lineage_extra), target=profile.to_dict() if profile else None,
@@ -163,7 +163,7 @@ def _resolve_target(target: TargetProfile | str | None) -> TargetProfile | None:
         raise UserInputError(str(exc)) from None
 
 
-def _validation_set(run: Run, prepared: PreparedSubnet) -> VerificationSet:
+def validation_set(run: Run, prepared: PreparedSubnet) -> VerificationSet:
     """The whole validation split, preprocessed for the sub-network, with its PyTorch reference logits."""
     ds = run.dataset()
     if len(ds.val) == 0:
