@@ -29,7 +29,8 @@ def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) ->
         import tensorflow as tf
 
     function = concrete_function(tf, model, spec.resolution, spec.in_channels)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    with _quiet_logger("absl"):  # it asks for a trackable object our constant-only graph does not have
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -40,7 +41,7 @@ def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) ->
         converter.representative_dataset = lambda: _representative(nhwc)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     # The int8 calibrator prints to the C-level stderr and warns about float I/O (which we keep on purpose);
-    # absl asks for a trackable object our constant-only graph does not have. Shown only if it fails.
+    # shown only if it fails.
     with contextlib.redirect_stdout(io.StringIO()), _native_stderr_captured(), warnings.catch_warnings(), \
             _quiet_logger("absl"):
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
