@@ -27,7 +27,7 @@ from factory.evaluate import on_device
 from factory.predictor.features import predictor_features
 from factory.predictor.model import PREDICTOR_FILE, AccuracyPredictor
 from factory.predictor.samples import SAMPLES_FILE, Sample, measure_samples, read_samples, stratified_archs
-from factory.predictor.screen import SCREEN_MIN, Screen, exact_archs, measurer
+from factory.predictor.screen import SCREEN_MIN, Screen, exact_archs, measurer, record_keys
 from factory.run import Run, load_run
 from factory.training.distributed import DistContext
 from supernets.arch import ArchConfig
@@ -316,7 +316,7 @@ def _measure_stage(run: Run, archs: list[ArchConfig], val: Split, screen: Screen
     from factory.predictor.shared_prefix import SharedPrefixEvaluator
     from factory.predictor.two_process import adopt_helper_samples, measure_in_two, worth_splitting
 
-    images, key = (len(val), None) if screen is None else (screen.total, screen.key)
+    images, key = record_keys(screen, len(val))
     measured_val = val if screen is None else screen.split(val)
     shared = SharedPrefixEvaluator(run.supernet, run.dataset().calib, measured_val, run.mean, run.std, ctx.device,
                                    ctx=ctx)

@@ -87,6 +87,12 @@ class Screen:
         return cls(tuple(int(i) for i in d["hard"]), int(d["total"]), int(d["exact"]))
 
 
+def record_keys(screen: Screen | None, measured_images: int) -> tuple[int, str | None]:
+    """(validation images a sample's accuracy is over, its screen key) for measurements run on
+    `measured_images` images: all of them without a screen, the screen's hard ones with it."""
+    return (measured_images, None) if screen is None else (screen.total, screen.key)
+
+
 def exact_archs(archs: Sequence[ArchConfig], held: Sequence[ArchConfig], grid: Sequence[ArchConfig],
                 minimum: int = SCREEN_MIN) -> list[ArchConfig]:
     """Which sub-networks are measured on every image: the held-out ones and the uniform grid, topped up

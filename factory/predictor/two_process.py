@@ -30,7 +30,7 @@ from exports.progress import progress_bar
 from exports.timing import usable_cores
 from factory.data import Split
 from factory.predictor.samples import SAMPLES_FILE, Measured, Sample, line_appender, measure_samples, read_samples
-from factory.predictor.screen import Screen, measurer
+from factory.predictor.screen import Screen, measurer, record_keys
 from factory.run import Run
 from supernets import ArchConfig, SearchSpace
 from supernets.cost import cost
@@ -84,7 +84,7 @@ def measure_in_two(run: Run, ordered: Sequence[ArchConfig], todo: Sequence[ArchC
     """Samples of `ordered` (prefix order); `todo`, the ones not measured yet (in the same order), are split
     between this process and a helper. `val`: the images measured (the screen's hard ones with a `screen`)."""
     path = run.path / SAMPLES_FILE
-    images, key = (len(val), None) if screen is None else (screen.total, screen.key)
+    images, key = record_keys(screen, len(val))
     cut = halfway(run.space, todo, run.num_classes)
     mine, theirs = todo[:cut], todo[cut:]
     with tempfile.TemporaryDirectory(prefix="factory-measure-") as tmp, \
@@ -153,8 +153,9 @@ def helper_main(job_file: str) -> int:
         return m
 
     archs = [space.canonical(ArchConfig.from_dict(d)) for d in job["archs"]]
+    images, key = record_keys(screen, len(val))
     measure_samples(archs, measure, run.path / HELPER_FILE, space, run.checkpoint_sha256, progress=False,
-                    images=len(val) if screen is None else screen.total, screen=None if screen is None else screen.key)
+                    images=images, screen=key)
     return 0
 
 
