@@ -161,3 +161,45 @@ def test_cropping_unreachable_taps_keeps_depthwise_output_and_gradients(kernel, 
             torch.testing.assert_close(g, ref, atol=1e-4, rtol=1e-4)
         if size == 2 and kernel > 3:
             assert c == (kernel - 3) // 2
+
+
+def test_small_map_pointwise_convs_run_as_matrix_products_with_the_same_function(monkeypatch):
+    """On the CPU in channels-last (how training and measurement run), 1x1 convolutions on maps of <= 4 pixels
+    go through F.linear: none reaches F.conv2d, yet output and every gradient equal the convolution path's;
+    and a full-width weight is used as is, not through a slice."""
+    import torch.nn.functional as F
+
+    import supernets.ops as ops
+
+    space = get_space()
+    net = _trained_like(space).train().to(memory_format=torch.channels_last)
+    arch = space.largest()
+    assert net.stages[0][0].expand_conv.active_weight(*net.stages[0][0].expand_conv.weight.shape[1::-1]) \
+        is net.stages[0][0].expand_conv.weight
+    x = torch.randn(4, 3, arch.resolution, arch.resolution).contiguous(memory_format=torch.channels_last)
+
+    def run():
+        torch.manual_seed(0)  # the same dropout mask both times
+        net.zero_grad(set_to_none=True)
+        out = net(x)
+        out.logsumexp(1).sum().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    small_convs = []
+    conv2d, pixels = F.conv2d, ops.MATMUL_MAX_PIXELS
+
+    def counting_conv2d(inp, weight, *args, **kwargs):
+        if weight.shape[-1] == 1 and inp.shape[-1] * inp.shape[-2] <= pixels:
+            small_convs.append(tuple(inp.shape))
+        return conv2d(inp, weight, *args, **kwargs)
+
+    monkeypatch.setattr(F, "conv2d", counting_conv2d)
+    out, grads = run()
+    assert small_convs == []
+    monkeypatch.setattr(ops, "MATMUL_MAX_PIXELS", 0)
+    ref_out, ref_grads = run()
+    assert len(small_convs) > 10  # the convolution path really covers those layers
+    torch.testing.assert_close(out, ref_out, atol=1e-4, rtol=1e-4)
+    assert grads.keys() == ref_grads.keys()
+    for name, g in grads.items():
+        torch.testing.assert_close(g, ref_grads[name], atol=1e-4, rtol=1e-3, msg=name)

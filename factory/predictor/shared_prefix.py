@@ -134,7 +134,7 @@ class SharedPrefixEvaluator:
             def suffix(x: torch.Tensor) -> torch.Tensor:
                 for block in rest:
                     x = block(x)
-                return net.head(x)
+                return net.forward_head(x)
 
             self._recalibrate([m for b in [*rest, net.head] for m in bn_modules(b)], suffix, calib_x)
             batches = zip(val_x, self._val_chunks, strict=True)
