@@ -1,10 +1,10 @@
-"""Worker process of `targets.probe.export_models`: convert a list of probe models, one line per file.
+"""Worker process of `targets.probe.export_models`: convert a share of the probe models, one line per file.
 
     python -m targets.export_worker JOB.pt
 
-JOB.pt is a torch-saved list of (model, format, precision, out_dir, resolution, calibration) written
-by the parent (our own temp file, hence weights_only=False). Prints each exported file's path as it
-finishes; any error ends the process non-zero with the message on stderr.
+JOB.pt is a torch-saved `targets.probe.ProbeJob` written by the parent (our own temp file, hence
+weights_only=False). Prints each exported file's path as it finishes; any error ends the process non-zero
+with the message on stderr.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ import sys
 def main(argv: list[str]) -> int:
     import torch
 
-    from targets.probe import _convert_one
+    from targets.probe import convert_probes
 
-    torch.set_num_threads(1)
-    for item in torch.load(argv[0], weights_only=False):
-        print(_convert_one(item), flush=True)
+    convert_probes(torch.load(argv[0], weights_only=False), lambda path: print(path, flush=True))
     return 0
 
 

@@ -21,8 +21,9 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,20 @@ def _check_batch(profile: TargetProfile) -> None:
                          f"batch 1 (set batch = 1)")
 
 
+@dataclass(frozen=True)
+class ProbeJob:
+    """What converting probe models needs: the random-init supernet is rebuilt from (space, num_classes,
+    seed), so a worker process receives architectures and calibration images, not pickled networks (the
+    48 probe models of a table were ~350 MB to save and load)."""
+
+    format: str
+    precision: str
+    space: SearchSpace
+    num_classes: int
+    seed: int
+    items: list[tuple[ArchConfig, Path, np.ndarray | None]]  # (arch, output folder, int8 calibration)
+
+
 def export_models(profile: TargetProfile, space: SearchSpace, num_classes: int, archs: list[ArchConfig],
                   out_dir: Path, *, seed: int = 0, progress: bool = True, desc: str = "export",
                   jobs: int | None = None) -> list[Path]:
@@ -116,46 +131,55 @@ def export_models(profile: TargetProfile, space: SearchSpace, num_classes: int, 
     conversion is ~1.5 s of mostly single-threaded converter work, so two at once nearly halve a table's
     export time on a 2-core machine. Nothing is timed while they run.
     """
-    import torch
-
-    from supernets.supernet import Supernet
-
     _check_batch(profile)
-    with _seeded_torch(seed):
-        net = Supernet(space, num_classes).eval()
     rng = np.random.default_rng(seed)
-    work = []
+    items = []
     for i, arch in enumerate(archs):
         calib = None
         if profile.precision == "int8":
             calib = rng.standard_normal((CALIBRATION_IMAGES, space.spec.in_channels, arch.resolution,
                                          arch.resolution)).astype(np.float32)
-        work.append((net.extract(arch).eval(), profile.format, profile.precision, out_dir / f"m{i:03d}",
-                     arch.resolution, calib))
-    jobs = _export_jobs(len(work)) if jobs is None else max(1, jobs)
-    bar = progress_bar(total=len(work), desc=f"{desc} {profile.name} ({profile.format} {profile.precision})",
+        items.append((arch, out_dir / f"m{i:03d}", calib))
+    job = ProbeJob(profile.format, profile.precision, space, num_classes, seed, items)
+    jobs = _export_jobs(len(items)) if jobs is None else max(1, jobs)
+    bar = progress_bar(total=len(items), desc=f"{desc} {profile.name} ({profile.format} {profile.precision})",
                        enabled=progress, unit="model")
     with bar:
         if jobs == 1:
-            torch_threads = torch.get_num_threads()
-            try:
-                torch.set_num_threads(1)
-                paths = []
-                for item in work:
-                    paths.append(_convert_one(item))
-                    bar.update(1)
-            finally:
-                torch.set_num_threads(torch_threads)
-            return paths
-        return _convert_in_workers(work, jobs, bar.update)
+            return convert_probes(job, lambda _path: bar.update(1))
+        return _convert_in_workers(job, jobs, bar.update)
+
+
+def convert_probes(job: ProbeJob, done: Callable[[Path], None] | None = None) -> list[Path]:
+    """Convert `job`'s models here, on one torch thread (restored after), calling `done` with each file."""
+    import torch
+
+    from exports.convert import convert
+    from supernets.supernet import Supernet
+
+    with _seeded_torch(job.seed):
+        net = Supernet(job.space, job.num_classes).eval()
+    torch_threads = torch.get_num_threads()
+    paths = []
+    try:
+        torch.set_num_threads(1)
+        for arch, out, calib in job.items:
+            model = net.extract(arch).eval()
+            paths.append(convert(model, job.format, job.precision, out, resolution=arch.resolution,
+                                 calibration=calib))
+            if done is not None:
+                done(paths[-1])
+    finally:
+        torch.set_num_threads(torch_threads)
+    return paths
 
 
 def _export_jobs(n_models: int) -> int:
     return max(1, min(2, usable_cores())) if n_models >= 8 else 1
 
 
-def _convert_in_workers(work: list[tuple], jobs: int, done: Any) -> list[Path]:
-    """Convert `work` in `jobs` fresh `python -m targets.export_worker` processes (round-robin chunks).
+def _convert_in_workers(job: ProbeJob, jobs: int, done: Any) -> list[Path]:
+    """Convert `job` in `jobs` fresh `python -m targets.export_worker` processes (round-robin shares).
 
     Subprocesses rather than multiprocessing: spawn re-imports the caller's main module, which breaks
     any script without a `__main__` guard; fork would copy torch's thread pools. Each worker prints one
@@ -167,13 +191,13 @@ def _convert_in_workers(work: list[tuple], jobs: int, done: Any) -> list[Path]:
 
     import torch
 
-    paths: list[Path | None] = [None] * len(work)
+    paths: list[Path | None] = [None] * len(job.items)
     with tempfile.TemporaryDirectory(prefix="factory-export-jobs-") as tmp:
         procs = []
         for j in range(jobs):
-            idx = list(range(j, len(work), jobs))
+            idx = list(range(j, len(job.items), jobs))
             job_file = Path(tmp) / f"job{j}.pt"
-            torch.save([work[i] for i in idx], job_file)
+            torch.save(replace(job, items=[job.items[i] for i in idx]), job_file)
             proc = subprocess.Popen([sys.executable, "-m", "targets.export_worker", str(job_file)],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             procs.append((idx, proc))
@@ -196,17 +220,6 @@ def _convert_in_workers(work: list[tuple], jobs: int, done: Any) -> list[Path]:
     if errors or any(p is None for p in paths):
         raise RuntimeError(f"export worker failed: {'; '.join(errors.values()) or 'missing outputs'}")
     return [p for p in paths if p is not None]
-
-
-def _convert_one(item: tuple) -> Path:
-    """One conversion: (model, format, precision, out_dir, resolution, calibration)."""
-    import torch
-
-    from exports.convert import convert
-
-    model, fmt, precision, out, resolution, calib = item
-    torch.set_num_threads(1)
-    return convert(model, fmt, precision, out, resolution=resolution, calibration=calib)
 
 
 def write_probe_bundle(profile: TargetProfile, space: SearchSpace, num_classes: int, out_dir: Path, *,
