@@ -48,8 +48,9 @@ from targets.table import (
 MANIFEST_SCHEMA = 1
 # Probe models per runtime: enough for the ~15-coefficient fit, few enough for the conversion and timing
 # cost (ONNX ~0.3 s, OpenVINO ~0.4 s, TFLite ~1.5 s per model here; ONNX's 2-thread timing is the costly
-# part). ONNX Runtime 48 (was 80): fitted on the first 48 of 80, the other 32 were all within 10%.
-DEFAULT_SAMPLES = {"onnxruntime": 48, "openvino": 40, "tflite": 32}
+# part). ONNX Runtime 40 (was 80, then 48): refitted on the first 40 of 80, the other 40 were all within
+# 10% (Spearman 0.963; 0.954 from 48), see docs/decisions.md.
+DEFAULT_SAMPLES = {"onnxruntime": 40, "openvino": 40, "tflite": 32}
 CALIBRATION_IMAGES = 8
 # What a device needs of this project to time a bundle: import-cheap modules (numpy + stdlib at import).
 BUNDLE_MODULES = ("__init__.py", "runtime.py", "timing.py")
@@ -110,7 +111,7 @@ def _check_batch(profile: TargetProfile) -> None:
 class ProbeJob:
     """What converting probe models needs: the random-init supernet is rebuilt from (space, num_classes,
     seed), so a worker process receives architectures and calibration images, not pickled networks (the
-    48 probe models of a table were ~350 MB to save and load)."""
+    48 ONNX probe models of a table were ~350 MB to save and load)."""
 
     format: str
     precision: str
