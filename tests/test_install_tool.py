@@ -60,7 +60,8 @@ def test_wheels_sharing_a_folder_stay_in_one_group(tmp_path):
 
 
 @pytest.mark.slow
-def test_parallel_install_into_a_real_venv(tmp_path):
+def test_parallel_install_into_a_real_venv(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
@@ -123,3 +124,47 @@ def test_downloads_are_kept_in_the_cache_and_reused(tmp_path):
         assert not list(cached.parent.glob(".*.part"))
     finally:
         server.shutdown()
+
+
+@pytest.mark.slow
+def test_a_second_venv_links_the_files_an_earlier_install_kept(tmp_path, monkeypatch, capsys):
+    """The first install keeps hard links to what pip wrote; the next venv gets the same files linked (a
+    script copied with its interpreter line pointing at the new venv), importable and known to pip; a kept
+    file edited in place since spoils the cache, and that install goes through pip again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    made = tmp_path / "wheels"
+    made.mkdir()
+    wheels = [make_wheel(made, "nsa", {"ns/a/__init__.py": "A = 1\n"}),
+              make_wheel(made, "solo", {"solo.py": "C = 3\n",
+                                        "solo-1.0.data/scripts/solo-cli": "#!python\nimport sys\nprint(sys.prefix)\n"})]
+    locked = [{"name": w.name.split("-")[0], "version": "1.0", "url": w.as_uri(),
+               "sha256": hashlib.sha256(w.read_bytes()).hexdigest()} for w in wheels]
+
+    def venv_with_install(name):
+        venv = tmp_path / name
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        python = str(venv / "bin" / "python")
+        install.install_wheels(python, locked, jobs=2)
+        out = subprocess.run([python, "-c", "import ns.a, solo; print(ns.a.A + solo.C)"], capture_output=True,
+                             text=True, check=True).stdout
+        assert out.strip() == "4"
+        script = venv / "bin" / "solo-cli"
+        assert script.read_text().splitlines()[0] == f"#!{venv / 'bin' / 'python'}"
+        ran = subprocess.run([python, str(script)], capture_output=True, text=True, check=True)
+        assert Path(ran.stdout.strip()) == venv
+        freeze = subprocess.run([python, "-m", "pip", "freeze"], capture_output=True, text=True).stdout.split()
+        assert {"nsa==1.0", "solo==1.0"} <= set(freeze)
+        return venv, capsys.readouterr().out
+
+    first, said = venv_with_install("first")
+    assert "links" not in said
+    second, said = venv_with_install("second")
+    assert "as links to the files of an earlier install" in said
+    module = Path("lib") / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages" / "solo.py"
+    assert (first / module).stat().st_ino == (second / module).stat().st_ino
+    assert not (first / "bin" / "solo-cli").samefile(second / "bin" / "solo-cli")
+    with (second / module).open("a") as f:  # edited in place: the same file in the cache
+        f.write("C = 4\n")
+    third, said = venv_with_install("third")
+    assert "changed since it was kept" in said
+    assert (third / module).read_text() == "C = 3\n"
