@@ -168,3 +168,17 @@ def test_a_second_venv_links_the_files_an_earlier_install_kept(tmp_path, monkeyp
     third, said = venv_with_install("third")
     assert "changed since it was kept" in said
     assert (third / module).read_text() == "C = 3\n"
+
+
+def test_only_the_newest_kept_installs_stay(tmp_path):
+    import os
+
+    for i, name in enumerate(["oldest", "middle", "newest"]):
+        (tmp_path / name).mkdir()
+        manifest = tmp_path / name / install.SITE_MANIFEST
+        manifest.write_text("{}")
+        os.utime(manifest, ns=(10**18 + i, 10**18 + i))
+    (tmp_path / ".partial.part").mkdir()  # another install still saving: not a kept install
+    dropped = install.prune_sites(tmp_path, keep=2)
+    assert [d.name for d in dropped] == ["oldest"]
+    assert sorted(d.name for d in tmp_path.iterdir()) == [".partial.part", "middle", "newest"]

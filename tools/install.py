@@ -14,10 +14,11 @@ core idles: ~2.5 minutes on a fresh clone. Here:
    `google`, ...) stay in one group, so no two processes ever write the same path;
 4. the project itself is installed (editable) by a third pip at the same time;
 5. the files pip wrote for the wheels are kept as hard links in ~/.cache/ofa-factory/site/<key> (key: the
-   locked wheels and the interpreter), so the next venv made from the same lock on this machine (a second
-   clone, `make clean`, CI) links them instead of unpacking ~8 GB again: seconds instead of minutes. As
-   with uv's hard-link mode, a file edited in place inside one venv is the same file in the others; the
-   cache notices (sizes and modification times are checked before every use) and is dropped then.
+   locked wheels and the interpreter; the two most recent are kept), so the next venv made from the same
+   lock on this machine (a second clone, `make clean`, CI) links them instead of unpacking ~8 GB again:
+   seconds instead of minutes. As with uv's hard-link mode, a file edited in place inside one venv is the
+   same file in the others; the cache notices (sizes and modification times are checked before every use)
+   and is dropped then.
 
 Anything unexpected (a lock from another machine, a package that is not a wheel, a failed download or
 group) falls back to the next way down, the last being one plain `pip install`, which is always right.
@@ -244,6 +245,7 @@ def balance(groups: list[list[Path]], jobs: int) -> list[list[Path]]:
 
 # ----- installed files of an earlier install, linked into the next venv ---------------------------------
 SITE_MANIFEST = "manifest.json"
+SITES_KEPT = 2  # installs kept in the cache: the current lock and the one before (a branch switch)
 
 
 def venv_layout(python: str) -> dict[str, str]:
@@ -315,6 +317,17 @@ def save_site(layout: dict[str, str], wheels: list[dict], cache: Path) -> None:
         partial.rename(cache)
     finally:
         shutil.rmtree(partial, ignore_errors=True)  # left only when another install saved the same first
+    prune_sites(cache.parent, keep=SITES_KEPT)
+
+
+def prune_sites(folder: Path, keep: int) -> list[Path]:
+    """Drop all but the `keep` most recently kept installs in `folder` (each lock or interpreter change keeps
+    a new one; the files stay on disk while a venv still links them). Returns what was dropped."""
+    kept = sorted((d for d in folder.iterdir() if (d / SITE_MANIFEST).is_file()),
+                  key=lambda d: (d / SITE_MANIFEST).stat().st_mtime_ns, reverse=True)
+    for old in kept[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return kept[keep:]
 
 
 def link_site(python: str, layout: dict[str, str], wheels: list[dict], cache: Path) -> None:
