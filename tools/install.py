@@ -272,14 +272,20 @@ def _normal(name: str) -> str:
     return name.lower().replace("-", "_").replace(".", "_")
 
 
-def installed_files(layout: dict[str, str], wheels: list[dict]) -> list[str]:
-    """Every file pip wrote for `wheels` (their RECORDs: modules, byte-code, dist-info, scripts, data), as
-    paths relative to the venv's root."""
-    site, root = Path(layout["purelib"]), Path(layout["root"])
+def dist_infos(site: Path) -> dict[tuple[str, str], Path]:
+    """The .dist-info folders in `site` by (normalised name, version)."""
     infos = {}
     for info in site.glob("*.dist-info"):
         name, _, version = info.name[: -len(".dist-info")].partition("-")
         infos[(_normal(name), version)] = info
+    return infos
+
+
+def installed_files(layout: dict[str, str], wheels: list[dict]) -> list[str]:
+    """Every file pip wrote for `wheels` (their RECORDs: modules, byte-code, dist-info, scripts, data), as
+    paths relative to the venv's root."""
+    site, root = Path(layout["purelib"]), Path(layout["root"])
+    infos = dist_infos(site)
     files: set[str] = set()
     for wheel in wheels:
         info = infos.get((_normal(wheel["name"]), wheel["version"]))
@@ -339,11 +345,15 @@ def link_site(python: str, layout: dict[str, str], wheels: list[dict], cache: Pa
     manifest = json.loads((cache / SITE_MANIFEST).read_text())
     tree, root = cache / "tree", Path(layout["root"])
     for rel, (size, mtime) in manifest["files"].items():
-        st = (tree / rel).stat()
-        if (st.st_size, st.st_mtime_ns) != (size, mtime):
+        try:
+            st = (tree / rel).stat()
+            changed = (st.st_size, st.st_mtime_ns) != (size, mtime)
+        except OSError:  # removed since: as spoilt as an edited one, and it would stay so
+            changed = True
+        if changed:
             shutil.rmtree(cache, ignore_errors=True)
             raise Fallback(f"{tree / rel} changed since it was kept; cache dropped")
-    present = {_normal(info.name.partition("-")[0]) for info in Path(layout["purelib"]).glob("*.dist-info")}
+    present = {name for name, _ in dist_infos(Path(layout["purelib"]))}
     stale = [w["name"] for w in wheels if _normal(w["name"]) in present]
     if stale:
         proc = run_pip(python, ["uninstall", "--yes", "--quiet", *stale])
