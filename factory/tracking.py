@@ -72,9 +72,17 @@ class MlflowTracker:
         except ImportError:
             raise UserInputError("--track needs MLflow, an optional extra: pip install 'ofa-factory[track]' "
                                  "(make demo / make test install it)") from None
+        from mlflow.exceptions import MlflowException
+
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        experiment = self.client.get_experiment_by_name(EXPERIMENT)
+        try:
+            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            experiment = self.client.get_experiment_by_name(EXPERIMENT)
+        except MlflowException as exc:  # e.g. a plain folder: MLflow 3 refuses its retired file store
+            first = str(exc).split(". ")[0]
+            raise UserInputError(f"--track {uri}: MLflow cannot use this tracking store ({first}). Give --track "
+                                 f"alone (a SQLite store in the run folder), a database URI such as "
+                                 f"sqlite:////path/mlflow.db, or a server such as http://host:5000") from None
         experiment_id = (experiment.experiment_id if experiment else
                          self.client.create_experiment(EXPERIMENT, artifact_location=_artifact_location(uri)))
         self.run_id = self.client.create_run(experiment_id, run_name=run_name,

@@ -144,3 +144,14 @@ def test_tracked_train_logs_to_a_file_without_progress_frames_and_reads_back_in_
                             str(tmp_path / "quiet"), *args[6:]], capture_output=True, text=True, env=ENV, timeout=600)
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     assert "[teacher" not in quiet.stderr and "trained" in quiet.stdout  # no per-epoch lines, the result stays
+
+
+def test_track_given_a_store_mlflow_refuses_is_a_usage_error_not_a_traceback(tmp_path):
+    """`--track some/folder` (MLflow 3 retired plain-folder stores): exit 2 naming --track and what works."""
+    root = _make_folder(tmp_path / "imgs")
+    args = ["--data", str(root), "--out", str(tmp_path / "run"), "--epochs-per-phase", "1", "--steps-per-epoch", "1"]
+    proc = subprocess.run([sys.executable, "-m", "factory", "train", *args, "--track", str(tmp_path / "mlruns")],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert f"--track {tmp_path / 'mlruns'}" in proc.stderr and "sqlite:///" in proc.stderr

@@ -36,9 +36,10 @@ verify_top_option = click.option(
 
 track_option = click.option(
     "--track", "track", is_flag=False, flag_value="local", default=None, metavar="[URI]",
-    help="Track this command in MLflow: alone, a local file store in RUN/mlruns (browse it with "
-         "`mlflow ui --backend-store-uri RUN/mlruns`); with a URI, that tracking server. Needs the "
-         "'track' extra (pip install 'ofa-factory[track]').",
+    help="Track this command in MLflow: alone, a local SQLite store in RUN/mlflow.db (browse it with "
+         "`mlflow ui --backend-store-uri sqlite:///RUN/mlflow.db`); with a URI (sqlite:///..., "
+         "http://host:5000), that store or tracking server. Needs the 'track' extra (pip install "
+         "'ofa-factory[track]').",
 )
 
 
