@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "tools" / "install-lock.json"
 # pip here warns once per missing local index folder; everything else it prints is kept
 NOISE = "is ignored: it is neither a file nor a directory"
-PY_COST = 60  # see install_cost
+PY_COST = 26  # see install_cost
 ENV_KEYS = ("implementation_name", "python_version", "platform_machine", "sys_platform")
 
 
@@ -224,9 +224,8 @@ def groups_of(wheels: list[Path]) -> list[list[Path]]:
 
 
 def install_cost(wheel: Path) -> int:
-    """pip's work for a wheel, in bytes-written units: byte-compiling Python source costs ~60x writing a
-    byte (measured here: the CUDA wheels, 2.2 GB of .so, unpack in ~20 s; TensorFlow + mlflow + pandas
-    and the other .py-heavy wheels, 1.7 GB, took ~100 s)."""
+    """pip's work for a wheel, in bytes-written units: a byte of Python source (unpacked and byte-compiled)
+    costs ~26x a byte of anything else (fitted on two pip processes' wall times, docs/decisions.md)."""
     with zipfile.ZipFile(wheel) as zf:
         return sum(i.file_size * (PY_COST if i.filename.endswith(".py") else 1) for i in zf.infolist())
 
