@@ -21,13 +21,16 @@ from exports import check_precision, get_format
 class ExportSpec:
     """What every exporter needs besides the model: input shape, calibration data, metadata.
 
-    `calibration` is (N, C, r, r) float32, already normalised (what the model sees), NCHW.
+    `calibration` is (N, C, r, r) float32, already normalised (what the model sees), NCHW. `onnx_fp32`:
+    an fp32 ONNX export of this very model made earlier (`exports.onnx.export_fp32`), which the formats that
+    start from one (ONNX, OpenVINO) use instead of exporting again.
     """
 
     resolution: int
     in_channels: int
     calibration: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    onnx_fp32: Path | None = None
 
     @property
     def input_shape_nchw(self) -> tuple[int, int, int, int]:
@@ -61,11 +64,13 @@ def convert(
     resolution: int,
     calibration: np.ndarray | None = None,
     metadata: dict[str, Any] | None = None,
+    onnx_fp32: Path | None = None,
 ) -> Path:
     """Write `model` (eval mode, NCHW input (1, C, r, r)) in `fmt` at `precision` under `out_dir`.
 
     `model` may be any composition of `supernets.static` modules (StaticNet, ConvBNAct, MBConv, Head,
     nn.Sequential of them). Returns the main file written (model.onnx, model.tflite, openvino/model.xml).
+    `onnx_fp32`: see ExportSpec.
     """
     spec_fmt = get_format(fmt)
     check_precision(precision)
@@ -74,7 +79,7 @@ def convert(
         raise ValueError("model: is in training mode; call .eval() first (BN must use its running statistics)")
     spec = ExportSpec(resolution=resolution, in_channels=input_channels(model),
                       calibration=None if calibration is None else np.ascontiguousarray(calibration, np.float32),
-                      metadata=dict(metadata or {}))
+                      metadata=dict(metadata or {}), onnx_fp32=onnx_fp32)
     _check_calibration(spec.calibration, precision, spec.input_shape_nchw)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

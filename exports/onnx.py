@@ -30,8 +30,9 @@ def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) ->
 
     path = out_dir / FORMATS["onnx"].file_name
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        fp32_path = Path(tmp) / "fp32.onnx"
-        export_fp32(model, fp32_path, spec)
+        fp32_path = spec.onnx_fp32 or Path(tmp) / "fp32.onnx"
+        if spec.onnx_fp32 is None:
+            export_fp32(model, fp32_path, spec)
         proto = onnx.load(str(fp32_path))
         if precision == "fp16":
             proto = weights_to_fp16(proto)

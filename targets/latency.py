@@ -158,12 +158,15 @@ def load_latency_model(run_dir: str | Path, profile: TargetProfile, *, space: Se
 
 
 def build_latency_table(space: SearchSpace, num_classes: int, profile: TargetProfile, out_path: Path,
-                        progress: bool = True, *, samples: int | None = None, seed: int = 0) -> Path:
-    """Measure `profile`'s table on this machine and write it to `out_path` (atomically)."""
+                        progress: bool = True, *, samples: int | None = None, seed: int = 0,
+                        onnx_cache: Path | None = None) -> Path:
+    """Measure `profile`'s table on this machine and write it to `out_path` (atomically). `onnx_cache`: see
+    targets.probe.export_models."""
     from targets.measure import measure_table
 
     if not profile.measurable_here:
         raise LatencyTableError(f"target {profile.name!r} has [latency] source = 'import': its table must be "
                                 f"measured on the device (factory targets probe / import), not here")
-    table = measure_table(profile, space, num_classes, samples=samples, seed=seed, progress=progress)
+    table = measure_table(profile, space, num_classes, samples=samples, seed=seed, progress=progress,
+                          onnx_cache=onnx_cache)
     return table.save(Path(out_path))

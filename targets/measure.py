@@ -80,9 +80,9 @@ def table_rounds(threads: int) -> int:
 
 def measure_table(profile: TargetProfile, space: SearchSpace, num_classes: int, *, samples: int | None = None,
                   seed: int = 0, progress: bool = True, rounds: int | None = None,
-                  repeats: int = DEFAULT_REPEATS) -> LatencyTable:
+                  repeats: int = DEFAULT_REPEATS, onnx_cache: Path | None = None) -> LatencyTable:
     """Export the probe models into a temp folder, time them here (`rounds`: table_rounds of the target's
-    threads unless given), and fit the table."""
+    threads unless given), and fit the table. `onnx_cache`: see targets.probe.export_models."""
     from supernets.arch import ArchConfig
     from targets.probe import DEFAULT_SAMPLES, write_probe_bundle
     from targets.table import Measurement, fit_table
@@ -93,7 +93,7 @@ def measure_table(profile: TargetProfile, space: SearchSpace, num_classes: int, 
     with tempfile.TemporaryDirectory(prefix=f"probe-{profile.name}-") as tmp:
         bundle = Path(tmp) / "bundle"
         manifest_path = write_probe_bundle(profile, space, num_classes, bundle, samples=samples, seed=seed,
-                                           progress=progress)
+                                           progress=progress, onnx_cache=onnx_cache)
         manifest = json.loads(manifest_path.read_text())
         files = [bundle / m["file"] for m in manifest["models"]]
         timed = measure_files_rounds(files, profile.threads, runtime=profile.runtime, rounds=rounds,

@@ -17,7 +17,9 @@ tables come from the same models, the same timing code and the same fit.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
 import shutil
 import time
@@ -52,6 +54,7 @@ MANIFEST_SCHEMA = 1
 # 10% (Spearman 0.963; 0.954 from 48), see docs/decisions.md.
 DEFAULT_SAMPLES = {"onnxruntime": 40, "openvino": 40, "tflite": 32}
 CALIBRATION_IMAGES = 8
+ONNX_BASED = ("onnx", "openvino")  # formats whose exporter starts from an fp32 ONNX export
 # What a device needs of this project to time a bundle: import-cheap modules (numpy + stdlib at import).
 BUNDLE_MODULES = ("__init__.py", "runtime.py", "timing.py")
 RUNNER = '''"""Latency probe runner: times the models of this bundle, writes RESULTS.json. Needs numpy + the runtime.
@@ -119,18 +122,35 @@ class ProbeJob:
     num_classes: int
     seed: int
     items: list[tuple[ArchConfig, Path, np.ndarray | None]]  # (arch, output folder, int8 calibration)
+    onnx_cache: Path | None = None  # see fp32_onnx_path
+
+    def fp32_onnx_path(self, arch: ArchConfig) -> Path | None:
+        """Where `onnx_cache` keeps the fp32 ONNX export of `arch` (None: no cache, or a format that does
+        not start from ONNX). Two tables of one run whose targets both start from ONNX (OpenVINO, ONNX
+        Runtime) sample the same sub-networks of the same random-init supernet: the second reuses the
+        first's exports (the key is the space, classes, seed and arch: the same key, the same network)."""
+        if self.onnx_cache is None or self.format not in ONNX_BASED:
+            return None
+        what = json.dumps([repr(self.space), self.num_classes, self.seed, arch.to_dict()], sort_keys=True)
+        return self.onnx_cache / f"{hashlib.sha256(what.encode()).hexdigest()[:32]}.onnx"
+
+    @property
+    def all_cached(self) -> bool:
+        return all((path := self.fp32_onnx_path(arch)) is not None and path.is_file() for arch, _, _ in self.items)
 
 
 def export_models(profile: TargetProfile, space: SearchSpace, num_classes: int, archs: list[ArchConfig],
                   out_dir: Path, *, seed: int = 0, progress: bool = True, desc: str = "export",
-                  jobs: int | None = None) -> list[Path]:
+                  jobs: int | None = None, onnx_cache: Path | None = None) -> list[Path]:
     """Export each sub-network of a randomly initialised supernet in the target's format/precision.
 
     Latency and file size depend on the architecture, not on trained weights; int8 calibration
     uses random normal images (fine for timing: the quantized graph is the same). Conversions run in
     `jobs` worker processes (default: one per core, at most 2, for 8+ models): a TFLite int8
     conversion is ~1.5 s of mostly single-threaded converter work, so two at once nearly halve a table's
-    export time on a 2-core machine. Nothing is timed while they run.
+    export time on a 2-core machine. Nothing is timed while they run. `onnx_cache`: a folder where fp32
+    ONNX exports are kept for the next ONNX-based table (ProbeJob.fp32_onnx_path); when every one is
+    there already, the rest of the conversion is light and runs here.
     """
     _check_batch(profile)
     rng = np.random.default_rng(seed)
@@ -141,8 +161,10 @@ def export_models(profile: TargetProfile, space: SearchSpace, num_classes: int, 
             calib = rng.standard_normal((CALIBRATION_IMAGES, space.spec.in_channels, arch.resolution,
                                          arch.resolution)).astype(np.float32)
         items.append((arch, out_dir / f"m{i:03d}", calib))
-    job = ProbeJob(profile.format, profile.precision, space, num_classes, seed, items)
-    jobs = _export_jobs(len(items)) if jobs is None else max(1, jobs)
+    job = ProbeJob(profile.format, profile.precision, space, num_classes, seed, items, onnx_cache)
+    if jobs is None:
+        jobs = 1 if job.all_cached else _export_jobs(len(items))
+    jobs = max(1, jobs)
     bar = progress_bar(total=len(items), desc=f"{desc} {profile.name} ({profile.format} {profile.precision})",
                        enabled=progress, unit="model")
     with bar:
@@ -155,7 +177,8 @@ def convert_probes(job: ProbeJob, done: Callable[[Path], None] | None = None) ->
     """Convert `job`'s models here, on one torch thread (restored after), calling `done` with each file."""
     import torch
 
-    from exports.convert import convert
+    from exports.convert import ExportSpec, convert
+    from exports.onnx import export_fp32
     from supernets.supernet import Supernet
 
     with _seeded_torch(job.seed):
@@ -166,8 +189,14 @@ def convert_probes(job: ProbeJob, done: Callable[[Path], None] | None = None) ->
         torch.set_num_threads(1)
         for arch, out, calib in job.items:
             model = net.extract(arch).eval()
+            fp32 = job.fp32_onnx_path(arch)
+            if fp32 is not None and not fp32.is_file():
+                partial = fp32.with_name(f".{fp32.name}.{os.getpid()}.part")
+                export_fp32(model, partial, ExportSpec(resolution=arch.resolution,
+                                                       in_channels=job.space.spec.in_channels))
+                partial.replace(fp32)  # whole or absent, whichever worker reads it
             paths.append(convert(model, job.format, job.precision, out, resolution=arch.resolution,
-                                 calibration=calib))
+                                 calibration=calib, onnx_fp32=fp32))
             if done is not None:
                 done(paths[-1])
     finally:
@@ -224,13 +253,16 @@ def _convert_in_workers(job: ProbeJob, jobs: int, done: Any) -> list[Path]:
 
 
 def write_probe_bundle(profile: TargetProfile, space: SearchSpace, num_classes: int, out_dir: Path, *,
-                       samples: int | None = None, seed: int = 0, progress: bool = True) -> Path:
-    """Write a self-contained probe bundle for `profile` into `out_dir`; returns the manifest path."""
+                       samples: int | None = None, seed: int = 0, progress: bool = True,
+                       onnx_cache: Path | None = None) -> Path:
+    """Write a self-contained probe bundle for `profile` into `out_dir`; returns the manifest path.
+    `onnx_cache`: see export_models."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"--out: {out_dir} exists and is not empty; give a new folder")
     archs = sample_archs(space, samples or profile.latency_samples or DEFAULT_SAMPLES[profile.runtime], seed)
-    paths = export_models(profile, space, num_classes, archs, out_dir / "models", seed=seed, progress=progress)
+    paths = export_models(profile, space, num_classes, archs, out_dir / "models", seed=seed, progress=progress,
+                          onnx_cache=onnx_cache)
     models = [{"id": i, "file": str(p.relative_to(out_dir)), "arch": a.to_dict(), "size_bytes": exported_size_bytes(p)}
               for i, (a, p) in enumerate(zip(archs, paths, strict=True))]
     manifest = {

@@ -228,3 +228,23 @@ def test_worker_processes_export_the_same_files_as_one_process(tmp_path: Path, s
     two = export_models(profile, space, 10, archs, tmp_path / "two", progress=False, jobs=2)
     assert [p.relative_to(tmp_path / "one") for p in one] == [p.relative_to(tmp_path / "two") for p in two]
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two, strict=True))
+
+
+def test_onnx_based_tables_share_their_fp32_exports(tmp_path: Path, space, profile):
+    """An OpenVINO table's probes leave their fp32 ONNX exports in the cache; the ONNX Runtime table of the
+    same sub-networks uses them (its files equal an export without the cache, the kept files are not made
+    again); another seed is another network, so it gets its own."""
+    openvino = parse_profile({"name": "ci-ov", "runtime": "openvino", "precision": "fp16", "threads": 1,
+                              "constraints": {"latency_p50_ms": 1.0}})
+    archs = sample_archs(space, 3, seed=5)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    export_models(openvino, space, 10, archs, tmp_path / "ov", progress=False, jobs=1, onnx_cache=cache)
+    kept = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert len(kept) == len(archs)
+    shared = export_models(profile, space, 10, archs, tmp_path / "shared", progress=False, onnx_cache=cache)
+    plain = export_models(profile, space, 10, archs, tmp_path / "plain", progress=False, jobs=1)
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(shared, plain, strict=True))
+    assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == kept
+    export_models(profile, space, 10, archs, tmp_path / "seed1", seed=1, progress=False, jobs=1, onnx_cache=cache)
+    assert len(list(cache.iterdir())) == 2 * len(archs)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -99,9 +100,9 @@ def ensure_predictor(run: Run, samples: int, say: Say,
     return fitted, False
 
 
-def ensure_latency_table(run: Run, profile: TargetProfile, say: Say) -> LatencyModel:
+def ensure_latency_table(run: Run, profile: TargetProfile, say: Say, onnx_cache: Path | None = None) -> LatencyModel:
     """The target's latency model, measured on this machine first when missing or stale (imported tables
-    must exist: they come from the device)."""
+    must exist: they come from the device). `onnx_cache`: see targets.probe.export_models."""
     from targets.latency import build_latency_table, load_latency_model, table_path
 
     try:
@@ -111,7 +112,8 @@ def ensure_latency_table(run: Run, profile: TargetProfile, say: Say) -> LatencyM
             raise FactoryError(f"{profile.name}: {exc} (this target's table comes from its device: "
                                f"`factory targets probe {profile.name}` then `factory targets import`)") from None
         say(f"{profile.name}: measuring latency table ({exc})")
-    build_latency_table(run.space, run.num_classes, profile, table_path(run.path, profile.name), progress=True)
+    build_latency_table(run.space, run.num_classes, profile, table_path(run.path, profile.name), progress=True,
+                        onnx_cache=onnx_cache)
     return load_latency_model(run.path, profile, space=run.space, num_classes=run.num_classes)
 
 
@@ -129,8 +131,9 @@ def package_name(run: Run, arch: ArchConfig) -> str:
 
 
 def specialize_target(run: Run, profile: TargetProfile, out_dir: Path, options: SpecializeOptions, say: Say,
-                      predictor: AccuracyPredictor) -> TargetOutcome:
-    """One target end to end; never raises for a domain failure (the outcome records it, exit code too)."""
+                      predictor: AccuracyPredictor, onnx_cache: Path | None = None) -> TargetOutcome:
+    """One target end to end; never raises for a domain failure (the outcome records it, exit code too).
+    `onnx_cache`: probe exports shared between the targets' latency tables (targets.probe.export_models)."""
     from factory.ship.reuse import remember, reusable_outcome, specialization_inputs
 
     started = time.perf_counter()
@@ -138,7 +141,7 @@ def specialize_target(run: Run, profile: TargetProfile, out_dir: Path, options: 
                             precision=profile.precision, budgets=profile.constraints.to_dict())
     inputs = None
     try:
-        latency = ensure_latency_table(run, profile, say)
+        latency = ensure_latency_table(run, profile, say, onnx_cache)
         outcome.stage_seconds["latency table"] = round(time.perf_counter() - started, 2)
         inputs = specialization_inputs(run, profile, options, latency_table_file(run, profile))
         reused = reusable_outcome(out_dir, profile, inputs)
@@ -261,15 +264,16 @@ def specialize(run_dir: str | Path, targets: str, out_dir: str | Path, options: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     outcomes = []
-    for i, profile in enumerate(profiles, 1):
-        say(f"[{i}/{len(profiles)}] target {profile.name}: {profile.description}")
-        outcome = specialize_target(run, profile, out, options, say, predictor)
-        for stage, seconds in outcome.stage_seconds.items():
-            times.add(f"{profile.name}: {stage}", seconds)
-        say(f"[{i}/{len(profiles)}] {profile.name}: {outcome.status}"
-            + (f" — {outcome.message}" if outcome.message else "") + f" ({outcome.seconds:.0f} s)")
-        outcomes.append(outcome)
-        log_target(tracker, outcome, out)
+    with tempfile.TemporaryDirectory(prefix="factory-probe-onnx-") as onnx_cache:
+        for i, profile in enumerate(profiles, 1):
+            say(f"[{i}/{len(profiles)}] target {profile.name}: {profile.description}")
+            outcome = specialize_target(run, profile, out, options, say, predictor, Path(onnx_cache))
+            for stage, seconds in outcome.stage_seconds.items():
+                times.add(f"{profile.name}: {stage}", seconds)
+            say(f"[{i}/{len(profiles)}] {profile.name}: {outcome.status}"
+                + (f" — {outcome.message}" if outcome.message else "") + f" ({outcome.seconds:.0f} s)")
+            outcomes.append(outcome)
+            log_target(tracker, outcome, out)
     notes = [f"run {run.path} (supernet sha256 {run.checkpoint_sha256[:12]}), search seed {options.seed}, "
              f"population {options.population} x {options.generations} generations",
              "latencies are measured on this machine, batch 1, in the target's runtime, precision and threads",
