@@ -146,7 +146,7 @@ def export_models(profile: TargetProfile, space: SearchSpace, num_classes: int, 
 
     Latency and file size depend on the architecture, not on trained weights; int8 calibration
     uses random normal images (fine for timing: the quantized graph is the same). Conversions run in
-    `jobs` worker processes (default: one per core, at most 2, for 8+ models): a TFLite int8
+    `jobs` processes (default: one per core, at most 2, for 8+ models; this one and workers): a TFLite int8
     conversion is ~1.5 s of mostly single-threaded converter work, so two at once nearly halve a table's
     export time on a 2-core machine. Nothing is timed while they run. `onnx_cache`: a folder where fp32
     ONNX exports are kept for the next ONNX-based table (ProbeJob.fp32_onnx_path); when every one is
@@ -209,7 +209,9 @@ def _export_jobs(n_models: int) -> int:
 
 
 def _convert_in_workers(job: ProbeJob, jobs: int, done: Any) -> list[Path]:
-    """Convert `job` in `jobs` fresh `python -m targets.export_worker` processes (round-robin shares).
+    """Convert `job` in `jobs` round-robin shares: the first here, the others meanwhile in fresh `python -m
+    targets.export_worker` processes. Here, because this process needs the converter anyway (the pick
+    converts its candidates next), so the share saves a worker's imports (torch + TensorFlow: ~5-7 s).
 
     Subprocesses rather than multiprocessing: spawn re-imports the caller's main module, which breaks
     any script without a `__main__` guard; fork would copy torch's thread pools. Each worker prints one
@@ -221,11 +223,11 @@ def _convert_in_workers(job: ProbeJob, jobs: int, done: Any) -> list[Path]:
 
     import torch
 
+    shares = [list(range(j, len(job.items), jobs)) for j in range(jobs)]
     paths: list[Path | None] = [None] * len(job.items)
     with tempfile.TemporaryDirectory(prefix="factory-export-jobs-") as tmp:
         procs = []
-        for j in range(jobs):
-            idx = list(range(j, len(job.items), jobs))
+        for j, idx in enumerate(shares[1:], 1):
             job_file = Path(tmp) / f"job{j}.pt"
             torch.save(replace(job, items=[job.items[i] for i in idx]), job_file)
             proc = subprocess.Popen([sys.executable, "-m", "targets.export_worker", str(job_file)],
@@ -245,8 +247,17 @@ def _convert_in_workers(job: ProbeJob, jobs: int, done: Any) -> list[Path]:
         threads = [threading.Thread(target=follow, args=(j, idx, p)) for j, (idx, p) in enumerate(procs)]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        try:
+            here = convert_probes(replace(job, items=[job.items[i] for i in shares[0]]), lambda _path: done(1))
+            for i, path in zip(shares[0], here, strict=True):
+                paths[i] = path
+        except BaseException:
+            for _, proc in procs:  # no worker outlives a failure here
+                proc.kill()
+            raise
+        finally:
+            for t in threads:
+                t.join()
     if errors or any(p is None for p in paths):
         raise RuntimeError(f"export worker failed: {'; '.join(errors.values()) or 'missing outputs'}")
     return [p for p in paths if p is not None]
