@@ -188,3 +188,42 @@ def test_only_the_newest_kept_installs_stay(tmp_path):
     dropped = install.prune_sites(tmp_path, keep=2)
     assert [d.name for d in dropped] == ["oldest"]
     assert sorted(d.name for d in tmp_path.iterdir()) == [".partial.part", "middle", "newest"]
+
+
+def test_checked_wheels_are_handed_over_while_others_are_still_being_read(tmp_path, monkeypatch):
+    """A pip process gets the wheels checked so far (after a short patience), not only once every one is: a
+    wheel still being read (a pipe nobody has written yet) does not hold back the others."""
+    import os
+    import threading
+
+    monkeypatch.setattr(install.CheckedWheels, "PATIENCE", 0.2)
+    ready, slow = tmp_path / "ready.whl", tmp_path / "slow.whl"
+    ready.write_bytes(b"ready")
+    os.mkfifo(slow)
+    sha = {ready: hashlib.sha256(b"ready").hexdigest(), slow: hashlib.sha256(b"slow").hexdigest()}
+    checked = install.CheckedWheels([slow, ready], sha, cache=None)
+    got: list = []
+    taker = threading.Thread(target=lambda: got.append(checked.take([slow, ready])), daemon=True)
+    taker.start()
+    taker.join(timeout=30)
+    try:
+        assert got == [[ready]]
+    finally:
+        with slow.open("wb") as f:  # unblocks the reader either way
+            f.write(b"slow")
+    assert checked.take([slow]) == [slow]
+    checked.close()
+
+
+def test_a_cached_wheel_that_fails_its_check_is_dropped_from_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    kept = cache / "ab" / "solo-1.0-py3-none-any.whl"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"damaged")
+    link = tmp_path / "solo-1.0-py3-none-any.whl"
+    link.symlink_to(kept)
+    checked = install.CheckedWheels([link], {link: "0" * 64}, cache)
+    with pytest.raises(install.Fallback, match="sha256"):
+        checked.take([link])
+    checked.close()
+    assert not kept.exists()

@@ -7,8 +7,9 @@ core idles: ~2.5 minutes on a fresh clone. Here:
 1. the resolution comes from the lock file when it was made from this pyproject.toml on this kind of
    machine (`tools/install-lock.json`, written by `--write-lock`), else from `pip install --dry-run
    --report`;
-2. the wheels are fetched (and checked against the lock's sha256) four at a time, downloads kept in
-   ~/.cache/ofa-factory/wheels for the next install (PIP_NO_CACHE_DIR=1: not kept);
+2. the wheels are fetched, downloads kept in ~/.cache/ofa-factory/wheels for the next install
+   (PIP_NO_CACHE_DIR=1: not kept), and checked against the lock's sha256 four at a time while the pip
+   processes of step 3 already install the ones checked (reading them is the slow part on a cold disk);
 3. they are split into `--jobs` groups of near-equal work, each installed with `--no-deps` by its own
    pip; wheels that write into the same top-level folder (the `nvidia` namespace of the CUDA wheels,
    `google`, ...) stay in one group, so no two processes ever write the same path;
@@ -143,9 +144,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(wheels: list[dict], folder: Path, cache: Path | None = None) -> list[Path]:
+def fetch(wheels: list[dict], folder: Path, cache: Path | None = None, verify: bool = True) -> list[Path]:
     """Each wheel as a file in `folder` (linked from disk or the cache, else downloaded into the cache),
-    its sha256 checked against the resolution's."""
+    its sha256 checked against the resolution's (`verify=False`: left to the caller, see CheckedWheels)."""
 
     def download(url: str, path: Path) -> None:
         partial = path.with_name(f".{path.name}.{os.getpid()}.part")
@@ -167,7 +168,7 @@ def fetch(wheels: list[dict], folder: Path, cache: Path | None = None) -> list[P
                 raise Fallback(f"{source}: not on this machine")
         elif cache is not None and sha:
             source = cache / sha[:2] / sha / path.name
-            checked = source.is_file() and sha256_of(source) == sha
+            checked = source.is_file() and (not verify or sha256_of(source) == sha)
             if not checked:  # absent, or damaged since
                 source.parent.mkdir(parents=True, exist_ok=True)
                 download(wheel["url"], source)
@@ -176,7 +177,7 @@ def fetch(wheels: list[dict], folder: Path, cache: Path | None = None) -> list[P
             source = path
         if source != path:
             path.symlink_to(source)
-        if sha and not checked and sha256_of(path) != sha:
+        if sha and verify and not checked and sha256_of(path) != sha:
             raise Fallback(f"{path.name}: sha256 differs from the resolution's")
         return path
 
@@ -401,23 +402,99 @@ def install_wheels(python: str, wheels: list[dict], jobs: int) -> None:
             print(f"installed files not kept for the next install ({why})", flush=True)
 
 
+class CheckedWheels:
+    """The wheels' sha256 checked by a background pool, in the order the pip processes will want them, while
+    those install what is checked already. Reading 3.9 GB of wheels from a cold disk took 3-100 s here
+    (docs/decisions.md), installing them ~60 s of CPU per pip process: one after the other the two add up,
+    this way mostly the larger one counts. A mismatch is a Fallback (a mismatching file from the download
+    cache is dropped from it first, so the next install downloads it again)."""
+
+    PATIENCE = 10.0  # s a pip process waits for more checked wheels once some are there: fewer pip starts
+
+    def __init__(self, order: list[Path], sha: dict[Path, str | None], cache: Path | None) -> None:
+        import threading
+
+        self._sha, self._cache = sha, cache
+        self._cond = threading.Condition()
+        self._checked: set[Path] = set()
+        self._error: Fallback | None = None
+        self._pool = ThreadPoolExecutor(4)
+        for path in order:
+            self._pool.submit(self._check, path)
+
+    def _check(self, path: Path) -> None:
+        error = None
+        try:
+            sha = self._sha[path]
+            if sha and sha256_of(path) != sha:
+                source = path.resolve()
+                if self._cache is not None and source.is_relative_to(self._cache.resolve()):
+                    source.unlink(missing_ok=True)
+                error = Fallback(f"{path.name}: sha256 differs from the resolution's")
+        except OSError as exc:
+            error = Fallback(f"{path.name}: {exc}")
+        with self._cond:
+            self._checked.add(path)
+            self._error = self._error or error
+            self._cond.notify_all()
+
+    def take(self, left: list[Path]) -> list[Path]:
+        """Those of `left` checked by now: waits for the first, then up to PATIENCE s for all of them."""
+        deadline = None
+        with self._cond:
+            while True:
+                if self._error is not None:
+                    raise self._error
+                ready = [p for p in left if p in self._checked]
+                now = time.monotonic()
+                if ready and deadline is None:
+                    deadline = now + self.PATIENCE
+                if len(ready) == len(left) or (deadline is not None and now >= deadline):
+                    return ready
+                self._cond.wait(None if deadline is None else deadline - now)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _pip_install_wheels(python: str, wheels: list[dict], jobs: int) -> None:
+    import threading
+
     with tempfile.TemporaryDirectory(prefix="factory-wheels-") as tmp:
-        files = fetch(wheels, Path(tmp), wheel_cache())
+        cache = wheel_cache()
+        files = fetch(wheels, Path(tmp), cache, verify=False)
         pinned = {f: f"{w['name']}=={w['version']}" for f, w in zip(files, wheels, strict=True)}
         bins = balance(groups_of(files), jobs)
         print(f"installing {len(files)} packages with {len(bins)} pip processes", flush=True)
-        # by name==version from the folder (not by file path): pip records them as from an index, as usual
-        procs = [subprocess.Popen([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                                   "--find-links", tmp, *(pinned[f] for f in b)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for b in bins]
-        failed = False
-        for proc in procs:
-            out, err = proc.communicate()
-            show(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-            failed = failed or proc.returncode != 0
-    if failed:
-        raise Fallback("a pip process failed")
+        # most pip work per byte read first: on a slow disk the pip processes are busy while the big, cheap to
+        # install wheels (CUDA libraries) are still being read
+        order = sorted(files, key=lambda f: -install_cost(f) / max(1, f.stat().st_size))
+        checked = CheckedWheels(order, {f: w.get("sha256") for f, w in zip(files, wheels, strict=True)}, cache)
+        failures: list[str] = []
+
+        def lane(files_left: list[Path]) -> None:
+            try:
+                while files_left:
+                    batch = checked.take(files_left)
+                    files_left = [f for f in files_left if f not in batch]
+                    # by name==version from the folder (not by file path): pip records them as from an index
+                    proc = run_pip(python, ["install", "--quiet", "--no-deps", "--no-index", "--find-links", tmp,
+                                            *(pinned[f] for f in batch)])
+                    show(proc)
+                    if proc.returncode != 0:
+                        failures.append("a pip process failed")
+                        return
+            except Fallback as why:
+                failures.append(str(why))
+
+        threads = [threading.Thread(target=lane, args=(b,)) for b in bins]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        checked.close()
+    if failures:
+        raise Fallback(failures[0])
 
 
 def parallel_install(python: str, requirement: str, jobs: int) -> None:
