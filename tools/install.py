@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -224,6 +225,7 @@ def groups_of(wheels: list[Path]) -> list[list[Path]]:
     return list(joined.values())
 
 
+@functools.cache  # read by balance() and again for the checking order
 def install_cost(wheel: Path) -> int:
     """pip's work for a wheel, in bytes-written units: a byte of Python source (unpacked and byte-compiled)
     costs ~26x a byte of anything else (fitted on two pip processes' wall times, docs/decisions.md)."""
