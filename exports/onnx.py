@@ -30,9 +30,7 @@ def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) ->
 
     path = out_dir / FORMATS["onnx"].file_name
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        fp32_path = spec.onnx_fp32 or Path(tmp) / "fp32.onnx"
-        if spec.onnx_fp32 is None:
-            export_fp32(model, fp32_path, spec)
+        fp32_path = fp32_onnx(model, spec, Path(tmp))
         proto = onnx.load(str(fp32_path))
         if precision == "fp16":
             proto = weights_to_fp16(proto)
@@ -50,6 +48,15 @@ def export_fp32(model: nn.Module, path: Path, spec: ExportSpec) -> None:
     with torch.no_grad():
         torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=OPSET,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
+
+
+def fp32_onnx(model: nn.Module, spec: ExportSpec, tmp: Path) -> Path:
+    """The fp32 ONNX export of `model`: the one `spec.onnx_fp32` names, else a new one in `tmp`."""
+    if spec.onnx_fp32 is not None:
+        return spec.onnx_fp32
+    path = tmp / "fp32.onnx"
+    export_fp32(model, path, spec)
+    return path
 
 
 def weights_to_fp16(proto: Any) -> Any:

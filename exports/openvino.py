@@ -25,16 +25,14 @@ from exports.runtime import import_openvino, openvino_telemetry_declined
 
 
 def export(model: nn.Module, precision: str, out_dir: Path, spec: ExportSpec) -> Path:
-    from exports.onnx import export_fp32
+    from exports.onnx import fp32_onnx
 
     ov = import_openvino()
 
     path = out_dir / FORMATS["openvino"].file_name
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        onnx_path = spec.onnx_fp32 or Path(tmp) / "fp32.onnx"
-        if spec.onnx_fp32 is None:
-            export_fp32(model, onnx_path, spec)
+        onnx_path = fp32_onnx(model, spec, Path(tmp))
         with openvino_telemetry_declined():
             ov_model = ov.convert_model(str(onnx_path), input=[list(spec.input_shape_nchw)])
     if precision == "int8":

@@ -177,7 +177,7 @@ def convert_probes(job: ProbeJob, done: Callable[[Path], None] | None = None) ->
     """Convert `job`'s models here, on one torch thread (restored after), calling `done` with each file."""
     import torch
 
-    from exports.convert import ExportSpec, convert
+    from exports.convert import ExportSpec, convert, input_channels
     from exports.onnx import export_fp32
     from supernets.supernet import Supernet
 
@@ -192,8 +192,7 @@ def convert_probes(job: ProbeJob, done: Callable[[Path], None] | None = None) ->
             fp32 = job.fp32_onnx_path(arch)
             if fp32 is not None and not fp32.is_file():
                 partial = fp32.with_name(f".{fp32.name}.{os.getpid()}.part")
-                export_fp32(model, partial, ExportSpec(resolution=arch.resolution,
-                                                       in_channels=job.space.spec.in_channels))
+                export_fp32(model, partial, ExportSpec(resolution=arch.resolution, in_channels=input_channels(model)))
                 partial.replace(fp32)  # whole or absent, whichever worker reads it
             paths.append(convert(model, job.format, job.precision, out, resolution=arch.resolution,
                                  calibration=calib, onnx_fp32=fp32))
