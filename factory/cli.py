@@ -12,6 +12,7 @@ from typing import TextIO
 
 import click
 
+from exports.gc_policy import freeze_for_exit, freeze_import_survivors
 from factory.commands.eval import eval_command
 from factory.commands.export import export_command, verify_command
 from factory.commands.import_ofa import import_group
@@ -131,6 +132,14 @@ cli.add_command(demo_command)
 
 def main() -> None:
     """Entry point: exit codes come from `FactoryGroup`; an interrupt exits 130 without a traceback."""
+    freeze_import_survivors()
+    try:
+        _main()
+    finally:
+        freeze_for_exit()
+
+
+def _main() -> None:
     try:
         code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:

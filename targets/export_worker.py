@@ -22,4 +22,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from exports.gc_policy import exit_now, freeze_import_survivors
+
+    freeze_import_survivors()
+    exit_now(main(sys.argv[1:]))

@@ -6,7 +6,7 @@ cores run two sub-networks in about the time of one (measured on the demo supern
 13.4 s as two processes against 17.5 s with two threads in one). The prefix-ordered list is cut in two
 contiguous halves, so each process still shares the first blocks' work between neighbours.
 
-The helper (`python -m factory.predictor.two_process JOB`) appends its samples to
+The helper (`python -m factory.predictor.measure_helper JOB`) appends its samples to
 `predictor_samples.helper.jsonl` in the run, one flushed line each, and prints one line per sub-network
 (the progress bar). Only this process writes `predictor_samples.jsonl`: it moves the helper's lines in
 when the helper ends, and also at the start of every measurement, so an interrupted run loses nothing.
@@ -95,7 +95,7 @@ def measure_in_two(run: Run, ordered: Sequence[ArchConfig], todo: Sequence[ArchC
         torch.save({"run": str(run.path), "archs": [a.to_dict() for a in theirs],
                     "val": (val.images, val.labels), "calib": (calib.images, calib.labels),
                     "screen": None if screen is None else screen.to_dict()}, job)
-        proc = subprocess.Popen([sys.executable, "-m", "factory.predictor.two_process", str(job)],
+        proc = subprocess.Popen([sys.executable, "-m", "factory.predictor.measure_helper", str(job)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         errors: list[str] = []
         follower = threading.Thread(target=_follow, args=(proc, bar.update, errors))
@@ -157,7 +157,3 @@ def helper_main(job_file: str) -> int:
     measure_samples(archs, measure, run.path / HELPER_FILE, space, run.checkpoint_sha256, progress=False,
                     images=images, screen=key)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(helper_main(sys.argv[1]))
