@@ -247,18 +247,37 @@ def test_two_process_measurement_gives_the_one_process_figures_and_loses_nothing
     assert figures(runs["two"]) == two and not (runs["two"] / two_process.HELPER_FILE).exists()
 
 
-def test_halfway_cuts_at_half_the_work_not_half_the_count() -> None:
-    """Work = MACs + a fixed part per sub-network (1/6 of the mean MACs): 30 small and 10 large ones are cut
-    among the large ones, each side within one sub-network's work of half."""
-    from dataclasses import replace
+def test_both_ends_feed_a_helper_process_until_they_meet(tmp_path: Path) -> None:
+    """The to-do list is shared from both ends with a real helper process speaking the helper's protocol
+    (an index a line in, a line out per finished one): every index is taken exactly once, the helper's from
+    the back in order, this process's from the front, and the helper's input is closed when the ends meet
+    so it exits by itself."""
+    import subprocess
+    import sys
+    import threading
+    import time
 
-    from factory.predictor.two_process import halfway
-    from supernets.cost import cost
+    from factory.predictor.two_process import BothEnds, _feed_and_follow
 
-    archs = [SPACE.canonical(replace(SPACE.smallest(), resolution=min(SPACE.resolutions)))] * 30
-    archs += [SPACE.largest()] * 10
-    cut = halfway(SPACE, archs, 10)
-    macs = np.array([cost(SPACE, a, 10).macs for a in archs], float)
-    work = macs + macs.mean() / 6
-    assert 30 < cut < 40
-    assert abs(work[:cut].sum() - work[cut:].sum()) <= work.max()
+    done_file = tmp_path / "helper_took.txt"
+    helper = ("import sys, time\n"
+              f"out = open({str(done_file)!r}, 'w')\n"
+              "for line in sys.stdin:\n"
+              "    time.sleep(0.01)\n"
+              "    out.write(line); out.flush()\n"
+              "    print('measured', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", helper], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    ends, reported, errors = BothEnds(60), [], []
+    follower = threading.Thread(target=_feed_and_follow, args=(proc, ends, reported.append, errors))
+    follower.start()
+    mine = []
+    while (i := ends.take_front()) is not None:
+        time.sleep(0.02)
+        mine.append(i)
+    follower.join(timeout=30)
+    assert not follower.is_alive() and proc.wait(timeout=30) == 0 and not errors
+    theirs = [int(line) for line in done_file.read_text().split()]
+    assert mine == list(range(len(mine)))
+    assert theirs == list(range(59, len(mine) - 1, -1))
+    assert len(reported) == len(theirs) and len(theirs) >= 10

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,15 +150,23 @@ def measure_samples(
     with line_appender(path, enabled=main) as append, \
             progress_bar(total=len(archs), initial=len(archs) - len(todo), enabled=progress and main,
                          desc=desc, unit="net") as bar:
-        for arch in todo:
-            t0 = time.perf_counter()
-            m = measure(arch)
-            sample = Sample(arch, m.accuracy, m.loss, m.images, time.perf_counter() - t0, checkpoint_sha256,
-                            m.evaluated, m.screen, m.correct)
-            append(sample.to_json())
-            done[arch] = sample
+        for sample in measure_each(todo, measure, append, checkpoint_sha256):
+            done[sample.arch] = sample
             bar.update(1)
     return [done[a] for a in archs]
+
+
+def measure_each(archs: Iterable[ArchConfig], measure: Callable[[ArchConfig], Measured],
+                 append: Callable[[str], None], checkpoint_sha256: str) -> Iterator[Sample]:
+    """Measure `archs` one by one (taken lazily: a caller may hand them out as it goes), append each sample's
+    JSON line, yield the samples."""
+    for arch in archs:
+        t0 = time.perf_counter()
+        m = measure(arch)
+        sample = Sample(arch, m.accuracy, m.loss, m.images, time.perf_counter() - t0, checkpoint_sha256,
+                        m.evaluated, m.screen, m.correct)
+        append(sample.to_json())
+        yield sample
 
 
 @contextmanager

@@ -3,8 +3,8 @@
 Why: a measurement is a forward pass over small maps (BN recalibration + 1,500 validation images); two
 threads in one process run it only ~1.5x faster than one thread, while two one-thread processes on two
 cores run two sub-networks in about the time of one (measured on the demo supernet: 48 sub-networks in
-13.4 s as two processes against 17.5 s with two threads in one). The prefix-ordered list is cut in two
-contiguous halves, so each process still shares the first blocks' work between neighbours.
+13.4 s as two processes against 17.5 s with two threads in one). The prefix-ordered list is handed out
+from both ends (`BothEnds`), so each process still shares the first blocks' work between neighbours.
 
 The helper (`python -m factory.predictor.measure_helper JOB`) appends its samples to
 `predictor_samples.helper.jsonl` in the run, one flushed line each, and prints one line per sub-network
@@ -19,21 +19,19 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from exports.progress import progress_bar
 from exports.timing import usable_cores
 from factory.data import Split
-from factory.predictor.samples import SAMPLES_FILE, Measured, Sample, line_appender, measure_samples, read_samples
+from factory.predictor.samples import SAMPLES_FILE, Measured, Sample, line_appender, measure_each, read_samples
 from factory.predictor.screen import Screen, measurer, record_keys
 from factory.run import Run
 from supernets import ArchConfig, SearchSpace
-from supernets.cost import cost
 
 HELPER_FILE = "predictor_samples.helper.jsonl"
 MIN_SPLIT = 32  # fewer sub-networks than this are not worth starting a second process (~3 s of imports)
@@ -59,13 +57,32 @@ def adopt_helper_samples(run_dir: Path) -> None:
     helper.unlink()
 
 
-def halfway(space: SearchSpace, archs: Sequence[ArchConfig], num_classes: int) -> int:
-    """Where to cut `archs` so both halves take about as long: a measurement costs a fixed part plus a part
-    proportional to MACs (on the demo supernet 0.061 s + 0.062 s per MMAC, the fixed part ~1/6 of a mean
-    sub-network's MACs). Prefix order groups resolutions, so half the count can be far from half the work."""
-    macs = np.array([cost(space, a, num_classes).macs for a in archs], dtype=float)
-    work = np.cumsum(macs + macs.mean() / 6)
-    return int(np.searchsorted(work, work[-1] / 2)) + 1 if len(archs) else 0
+class BothEnds:
+    """A prefix-ordered to-do list handed out from both ends: this process takes from the front, the helper is
+    fed from the back, until they meet. Neither waits on a cut estimated in advance (by MACs the halves were
+    off by several seconds, and the helper starts ~3 s later), and each still walks neighbours that share
+    their first blocks."""
+
+    def __init__(self, n: int) -> None:
+        self.front, self.back = 0, n
+        self._lock = threading.Lock()
+
+    def take_front(self) -> int | None:
+        with self._lock:
+            if self.front >= self.back:
+                return None
+            self.front += 1
+            return self.front - 1
+
+    def take_back(self) -> int | None:
+        with self._lock:
+            if self.front >= self.back:
+                return None
+            self.back -= 1
+            return self.back
+
+
+HELPER_AHEAD = 2  # sub-networks queued in the helper's pipe, so it never waits for the next one
 
 
 @contextmanager
@@ -81,24 +98,23 @@ def _one_thread():
 def measure_in_two(run: Run, ordered: Sequence[ArchConfig], todo: Sequence[ArchConfig], val: Split,
                    measure: Callable[[ArchConfig], Measured], progress: bool, screen: Screen | None = None,
                    desc: str = "measuring sub-networks") -> list[Sample]:
-    """Samples of `ordered` (prefix order); `todo`, the ones not measured yet (in the same order), are split
+    """Samples of `ordered` (prefix order); `todo`, the ones not measured yet (in the same order), are shared
     between this process and a helper. `val`: the images measured (the screen's hard ones with a `screen`)."""
     path = run.path / SAMPLES_FILE
     images, key = record_keys(screen, len(val))
-    cut = halfway(run.space, todo, run.num_classes)
-    mine, theirs = todo[:cut], todo[cut:]
+    ends = BothEnds(len(todo))
     with tempfile.TemporaryDirectory(prefix="factory-measure-") as tmp, \
             progress_bar(total=len(ordered), initial=len(ordered) - len(todo), enabled=progress,
                          desc=f"{desc} (2 processes)", unit="net") as bar:
         job = Path(tmp) / "job.pt"
         calib = run.dataset().calib  # passed on: the helper need not load (decode) the dataset again
-        torch.save({"run": str(run.path), "archs": [a.to_dict() for a in theirs],
+        torch.save({"run": str(run.path), "archs": [a.to_dict() for a in todo],
                     "val": (val.images, val.labels), "calib": (calib.images, calib.labels),
                     "screen": None if screen is None else screen.to_dict()}, job)
         proc = subprocess.Popen([sys.executable, "-m", "factory.predictor.measure_helper", str(job)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         errors: list[str] = []
-        follower = threading.Thread(target=_follow, args=(proc, bar.update, errors))
+        follower = threading.Thread(target=_feed_and_follow, args=(proc, ends, bar.update, errors))
         follower.start()
         try:
             def counted(arch: ArchConfig) -> Measured:
@@ -106,9 +122,13 @@ def measure_in_two(run: Run, ordered: Sequence[ArchConfig], todo: Sequence[ArchC
                 bar.update(1)
                 return result
 
-            with _one_thread():
-                measure_samples(mine, counted, path, run.space, run.checkpoint_sha256, progress=False,
-                                images=images, screen=key)
+            def from_the_front() -> Iterator[ArchConfig]:
+                while (i := ends.take_front()) is not None:
+                    yield todo[i]
+
+            with _one_thread(), line_appender(path) as append:
+                for _sample in measure_each(from_the_front(), counted, append, run.checkpoint_sha256):
+                    pass
         except BaseException:
             proc.kill()
             raise
@@ -124,10 +144,35 @@ def measure_in_two(run: Run, ordered: Sequence[ArchConfig], todo: Sequence[ArchC
     return [done[a] for a in ordered]
 
 
-def _follow(proc: subprocess.Popen, update: Callable[[int], object], errors: list[str]) -> None:
-    assert proc.stdout is not None and proc.stderr is not None
-    for _line in proc.stdout:
-        update(1)
+def _feed_and_follow(proc: subprocess.Popen, ends: BothEnds, update: Callable[[int], object],
+                     errors: list[str]) -> None:
+    """Give the helper indices from the back of the list, HELPER_AHEAD at a time, one more for each it reports
+    measured; close its input when the ends have met and it has finished what it was given."""
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    given = 0
+
+    def give() -> bool:
+        nonlocal given
+        i = ends.take_back()
+        if i is None:
+            return False
+        proc.stdin.write(f"{i}\n")
+        proc.stdin.flush()
+        given += 1
+        return True
+
+    try:
+        while given < HELPER_AHEAD and give():
+            pass
+        if given == 0:
+            proc.stdin.close()
+        for _line in proc.stdout:
+            update(1)
+            given -= 1
+            if not proc.stdin.closed and not give() and given == 0:
+                proc.stdin.close()
+    except OSError:  # the helper ended early (its stderr says why); what it was given stays unmeasured
+        pass
     err = proc.stderr.read().strip()
     if proc.wait() != 0:
         errors.append(err.splitlines()[-1] if err else f"exit code {proc.returncode}")
@@ -153,7 +198,12 @@ def helper_main(job_file: str) -> int:
         return m
 
     archs = [space.canonical(ArchConfig.from_dict(d)) for d in job["archs"]]
-    images, key = record_keys(screen, len(val))
-    measure_samples(archs, measure, run.path / HELPER_FILE, space, run.checkpoint_sha256, progress=False,
-                    images=images, screen=key)
+
+    def given() -> Iterator[ArchConfig]:  # indices into `archs`, one a line, until the parent closes our input
+        for line in sys.stdin:
+            yield archs[int(line)]
+
+    with line_appender(run.path / HELPER_FILE) as append:
+        for _sample in measure_each(given(), measure, append, run.checkpoint_sha256):
+            pass
     return 0
