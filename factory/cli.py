@@ -131,7 +131,8 @@ cli.add_command(demo_command)
 
 
 def main() -> None:
-    """Entry point: exit codes come from `FactoryGroup`; an interrupt exits 130 without a traceback."""
+    """Entry point: exit codes come from `FactoryGroup`; an interrupt exits 130 without a traceback. The
+    process runs under exports.gc_policy (import-phase survivors and the heap at exit kept out of collections)."""
     freeze_import_survivors()
     try:
         _main()
