@@ -1,5 +1,6 @@
-"""tools/install.py: the lock matches pyproject.toml, wheels that share a folder are never split between two
-pip processes, and the parallel install puts real wheels into a real venv."""
+"""tools/install.py: the lock matches pyproject.toml, wheels that write a same file are never split between two
+pip processes, the free pip process gets its share of the checked wheels, and the parallel install puts real
+wheels into a real venv."""
 
 from __future__ import annotations
 
@@ -47,16 +48,55 @@ def make_wheel(folder: Path, name: str, files: dict[str, str]) -> Path:
     return wheel
 
 
-def test_wheels_sharing_a_folder_stay_in_one_group(tmp_path):
+def test_only_wheels_writing_a_same_file_stay_in_one_group(tmp_path):
     a = make_wheel(tmp_path, "nsa", {"ns/a/__init__.py": "A = 1\n"})
-    b = make_wheel(tmp_path, "nsb", {"ns/b/__init__.py": "B = 2\n"})
+    b = make_wheel(tmp_path, "nsb", {"ns/b/__init__.py": "B = 2\n"})  # the same folder only: apart
     c = make_wheel(tmp_path, "solo", {"solo.py": "C = 3\n", "solo-1.0.data/scripts/solo-cli": "#!python\n"})
-    d = make_wheel(tmp_path, "other", {"other/__init__.py": "x = 1\n" * 500})
-    groups = sorted(sorted(p.name for p in g) for g in install.groups_of([a, b, c, d]))
-    assert groups == [[a.name, b.name], [d.name], [c.name]]
-    assert install.top_levels(c) == {"solo.py", "scripts:solo-cli"}
-    bins = install.balance(install.groups_of([a, b, c, d]), 2)
-    assert len(bins) == 2 and [d] in bins  # the costliest group alone, the three small wheels together
+    d = make_wheel(tmp_path, "clash", {"clash/__init__.py": "", "clash-1.0.data/purelib/ns/a/__init__.py": "X\n"})
+    e = make_wheel(tmp_path, "cli", {"cli.py": "", "cli-1.0.dist-info/entry_points.txt":
+                                     "[console_scripts]\nsolo-cli = cli:main\n"})
+    groups = sorted(sorted(p.name for p in g) for g in install.groups_of([a, b, c, d, e]))
+    assert groups == sorted([sorted([c.name, e.name]), sorted([d.name, a.name]), [b.name]])
+    assert install.written_files(c) == {"solo.py", "scripts:solo-cli"}
+    assert install.written_files(e) == {"cli.py", "scripts:solo-cli"}
+
+
+def _hand_outs(tmp_path, names: list[str], groups: list[list[str]] | None = None):
+    """CheckedWheels over small files named `names`, in that order, for two pip processes."""
+    files = {}
+    for name in names:
+        files[name] = tmp_path / f"{name}.whl"
+        files[name].write_bytes(name.encode())
+    sha = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files.values()}
+    g = None if groups is None else [[files[n] for n in group] for group in groups]
+    return install.CheckedWheels(list(files.values()), sha, None, g, jobs=2)
+
+
+def test_the_free_pip_process_takes_its_share_of_the_checked_wheels(tmp_path, monkeypatch):
+    """Two idle pip processes split what is checked evenly by cost, not the first one everything."""
+    costs = {"a": 40, "b": 30, "c": 20, "d": 10}
+    monkeypatch.setattr(install, "install_cost", lambda p: costs[p.stem])
+    checked = _hand_outs(tmp_path, list(costs))
+    first = checked.take(0)
+    second = checked.take(1)
+    assert sorted(p.stem for p in first + second) == ["a", "b", "c", "d"]
+    assert sum(costs[p.stem] for p in first) == 50 == sum(costs[p.stem] for p in second)
+    assert checked.take(0) == [] and checked.take(1) == []
+    checked.close()
+
+
+def test_a_group_held_by_one_pip_process_waits_for_it(tmp_path, monkeypatch):
+    """Wheels writing a same file never go to two pip processes at once: the one free while the group is held
+    gets the others, and the group's rest goes to whoever takes after the holder is done."""
+    costs = {"x1": 50, "x2": 50, "y": 10}
+    monkeypatch.setattr(install, "install_cost", lambda p: costs[p.stem])
+    checked = _hand_outs(tmp_path, list(costs), groups=[["x1", "x2"], ["y"]])
+    first = checked.take(0)
+    assert [p.stem for p in first] == ["x1"]  # half of 110 is nearest to 50
+    assert [p.stem for p in checked.take(1)] == ["y"]  # x2 is held by process 0
+    assert [p.stem for p in checked.take(0)] == ["x2"]
+    assert checked.take(1) == [] and checked.take(0) == []
+    checked.close()
 
 
 @pytest.mark.slow
@@ -197,13 +237,14 @@ def test_checked_wheels_are_handed_over_while_others_are_still_being_read(tmp_pa
     import threading
 
     monkeypatch.setattr(install.CheckedWheels, "PATIENCE", 0.2)
+    monkeypatch.setattr(install, "install_cost", lambda p: 1)  # neither file is a zip
     ready, slow = tmp_path / "ready.whl", tmp_path / "slow.whl"
     ready.write_bytes(b"ready")
     os.mkfifo(slow)
     sha = {ready: hashlib.sha256(b"ready").hexdigest(), slow: hashlib.sha256(b"slow").hexdigest()}
     checked = install.CheckedWheels([slow, ready], sha, cache=None)
     got: list = []
-    taker = threading.Thread(target=lambda: got.append(checked.take([slow, ready])), daemon=True)
+    taker = threading.Thread(target=lambda: got.append(checked.take(0)), daemon=True)
     taker.start()
     taker.join(timeout=30)
     try:
@@ -211,7 +252,7 @@ def test_checked_wheels_are_handed_over_while_others_are_still_being_read(tmp_pa
     finally:
         with slow.open("wb") as f:  # unblocks the reader either way
             f.write(b"slow")
-    assert checked.take([slow]) == [slow]
+    assert checked.take(0) == [slow]
     checked.close()
 
 
@@ -224,6 +265,6 @@ def test_a_cached_wheel_that_fails_its_check_is_dropped_from_the_cache(tmp_path)
     link.symlink_to(kept)
     checked = install.CheckedWheels([link], {link: "0" * 64}, cache)
     with pytest.raises(install.Fallback, match="sha256"):
-        checked.take([link])
+        checked.take(0)
     checked.close()
     assert not kept.exists()

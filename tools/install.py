@@ -54,6 +54,7 @@ LOCK = ROOT / "tools" / "install-lock.json"
 NOISE = "is ignored: it is neither a file nor a directory"
 PY_COST = 26  # see install_cost
 ENV_KEYS = ("implementation_name", "python_version", "platform_machine", "sys_platform")
+VERBOSE = False  # --verbose: each pip process's batches, with times
 
 
 class Fallback(Exception):
@@ -186,24 +187,43 @@ def fetch(wheels: list[dict], folder: Path, cache: Path | None = None, verify: b
         return list(pool.map(get, wheels))
 
 
-def top_levels(wheel: Path) -> set[str]:
-    """The paths a wheel writes at the top of site-packages (and its scripts), .dist-info excluded."""
-    tops = set()
+def written_files(wheel: Path) -> set[str]:
+    """The files a wheel writes, .dist-info excluded (named after the distribution, unique): site-packages
+    paths, scripts, data and headers by their scheme, console scripts by name (pip writes them to scripts)."""
+    files = set()
     with zipfile.ZipFile(wheel) as zf:
         for name in zf.namelist():
             parts = name.split("/")
+            if name.endswith("/"):
+                continue
             if parts[0].endswith(".dist-info"):
+                if len(parts) == 2 and parts[1] == "entry_points.txt":
+                    files |= {f"scripts:{s}" for s in _console_scripts(zf.read(name).decode("utf-8", "replace"))}
                 continue
             if parts[0].endswith(".data") and len(parts) > 2:
                 # purelib/platlib land in site-packages; scripts, headers and data elsewhere
-                tops.add(parts[2] if parts[1] in ("purelib", "platlib") else f"{parts[1]}:{parts[2]}")
+                rest = "/".join(parts[2:])
+                files.add(rest if parts[1] in ("purelib", "platlib") else f"{parts[1]}:{rest}")
             else:
-                tops.add(parts[0])
-    return tops
+                files.add(name)
+    return files
+
+
+def _console_scripts(text: str) -> set[str]:
+    names, section = set(), ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section in ("[console_scripts]", "[gui_scripts]") and "=" in line:
+            names.add(line.split("=", 1)[0].strip())
+    return names
 
 
 def groups_of(wheels: list[Path]) -> list[list[Path]]:
-    """Wheels joined when they share a top-level path (union-find), so no two groups touch one path."""
+    """Wheels joined when they write a same file (union-find), so no two pip processes ever write one path
+    at once. Wheels that only share folders (the `nvidia` namespace of the CUDA wheels, `google`) stay
+    apart: pip creates a folder that exists already without complaint."""
     parent = list(range(len(wheels)))
 
     def find(i: int) -> int:
@@ -214,35 +234,23 @@ def groups_of(wheels: list[Path]) -> list[list[Path]]:
 
     owner: dict[str, int] = {}
     for i, wheel in enumerate(wheels):
-        for top in top_levels(wheel):
-            if top in owner:
-                parent[find(i)] = find(owner[top])
+        for path in written_files(wheel):
+            if path in owner:
+                parent[find(i)] = find(owner[path])
             else:
-                owner[top] = i
+                owner[path] = i
     joined: dict[int, list[Path]] = {}
     for i, wheel in enumerate(wheels):
         joined.setdefault(find(i), []).append(wheel)
     return list(joined.values())
 
 
-@functools.cache  # read by balance() and again for the checking order
+@functools.cache  # read for the checking order and again for every hand-out
 def install_cost(wheel: Path) -> int:
     """pip's work for a wheel, in bytes-written units: a byte of Python source (unpacked and byte-compiled)
     costs ~26x a byte of anything else (fitted on two pip processes' wall times, docs/decisions.md)."""
     with zipfile.ZipFile(wheel) as zf:
         return sum(i.file_size * (PY_COST if i.filename.endswith(".py") else 1) for i in zf.infolist())
-
-
-def balance(groups: list[list[Path]], jobs: int) -> list[list[Path]]:
-    """Costliest group first onto the least loaded bin: near-equal work per pip process."""
-    bins: list[list[Path]] = [[] for _ in range(jobs)]
-    load = [0] * jobs
-    costed = [(sum(install_cost(p) for p in g), g) for g in groups]
-    for cost, group in sorted(costed, key=lambda c: -c[0]):
-        k = load.index(min(load))
-        bins[k].extend(group)
-        load[k] += cost
-    return [b for b in bins if b]
 
 
 # ----- installed files of an earlier install, linked into the next venv ---------------------------------
@@ -405,21 +413,29 @@ def install_wheels(python: str, wheels: list[dict], jobs: int) -> None:
 
 
 class CheckedWheels:
-    """The wheels' sha256 checked by a background pool, in the order the pip processes will want them, while
-    those install what is checked already. Reading 3.9 GB of wheels from a cold disk took 3-100 s here
-    (docs/decisions.md), installing them ~60 s of CPU per pip process: one after the other the two add up,
-    this way mostly the larger one counts. A mismatch is a Fallback (a mismatching file from the download
-    cache is dropped from it first, so the next install downloads it again)."""
+    """The wheels' sha256 checked by a background pool, in the order the pip processes will want them, and handed
+    to whichever pip process is free as they are checked. Reading 3.9 GB of wheels from a cold disk took 3-100 s
+    here (docs/decisions.md), installing them ~60 s of CPU per pip process: this way the two overlap, and
+    neither pip process waits for wheels the other could not take either. A mismatch is a Fallback (a
+    mismatching file from the download cache is dropped from it first, so the next install downloads it
+    again)."""
 
-    PATIENCE = 10.0  # s a pip process waits for more checked wheels once some are there: fewer pip starts
+    PATIENCE = 3.0  # s a free pip process waits for more checked wheels once some are there: fewer pip starts
 
-    def __init__(self, order: list[Path], sha: dict[Path, str | None], cache: Path | None) -> None:
+    def __init__(self, order: list[Path], sha: dict[Path, str | None], cache: Path | None,
+                 groups: list[list[Path]] | None = None, jobs: int = 2) -> None:
         import threading
 
-        self._sha, self._cache = sha, cache
+        self._sha, self._cache, self._jobs = sha, cache, jobs
         self._cond = threading.Condition()
         self._checked: set[Path] = set()
         self._error: Fallback | None = None
+        self._left = list(order)  # not handed out yet, in checking order
+        self._group = {p: i for i, g in enumerate(groups or [[p] for p in order]) for p in g}
+        self._held: dict[int, int] = {}  # group -> the pip process installing some of it now
+        self._batch: dict[int, tuple[int, float]] = {}  # pip process -> (cost, start) of what it installs now
+        self._done_cost, self._done_seconds = 0, 0.0  # finished batches: pip's pace on this machine
+        self._start = time.monotonic()
         self._pool = ThreadPoolExecutor(4)
         for path in order:
             self._pool.submit(self._check, path)
@@ -439,21 +455,68 @@ class CheckedWheels:
             self._checked.add(path)
             self._error = self._error or error
             self._cond.notify_all()
+            if VERBOSE and len(self._checked) == len(self._sha):
+                print(f"  [{time.monotonic() - self._start:5.1f} s] all {len(self._sha)} wheels read and checked",
+                      flush=True)
 
-    def take(self, left: list[Path]) -> list[Path]:
-        """Those of `left` checked by now: waits for the first, then up to PATIENCE s for all of them."""
+    def fail(self, why: str) -> None:
+        """Stop handing out wheels: every later take() raises Fallback(why)."""
+        with self._cond:
+            self._error = self._error or Fallback(why)
+            self._cond.notify_all()
+
+    def take(self, lane: int) -> list[Path]:
+        """The next wheels for pip process `lane` (its previous batch is done): checked ones of groups no other
+        process holds, about its fair share of those (see _share). Waits for the first, then up to PATIENCE s
+        while more are being read. [] when every wheel has been handed out."""
         deadline = None
         with self._cond:
+            self._finish(lane)
             while True:
                 if self._error is not None:
                     raise self._error
-                ready = [p for p in left if p in self._checked]
+                if not self._left:
+                    return []
+                ready = [p for p in self._left
+                         if p in self._checked and self._held.get(self._group[p], lane) == lane]
                 now = time.monotonic()
                 if ready and deadline is None:
                     deadline = now + self.PATIENCE
-                if len(ready) == len(left) or (deadline is not None and now >= deadline):
-                    return ready
+                if ready and (now >= deadline or all(p in self._checked for p in self._left)):
+                    batch = self._share(lane, ready, now)
+                    for p in batch:
+                        self._left.remove(p)
+                        self._held[self._group[p]] = lane
+                    self._batch[lane] = (sum(install_cost(p) for p in batch), now)
+                    self._cond.notify_all()  # a process waiting for the last wheels can end now
+                    return batch
                 self._cond.wait(None if deadline is None else deadline - now)
+
+    def _finish(self, lane: int) -> None:
+        if lane in self._batch:
+            cost, start = self._batch.pop(lane)
+            self._done_cost += cost
+            self._done_seconds += time.monotonic() - start
+        self._held = {g: k for g, k in self._held.items() if k != lane}
+        self._cond.notify_all()
+
+    def _share(self, lane: int, ready: list[Path], now: float) -> list[Path]:
+        """As much of `ready` as makes this process end when the others do, were it all the work left: half of
+        (ready + what the others still have to do) with two processes, their remainder estimated from pip's pace
+        so far (unknown yet: their whole batch). In checking order, at least one wheel."""
+        pace = self._done_cost / self._done_seconds if self._done_seconds > 0 else 0.0
+        others = sum(max(0.0, cost - pace * (now - start)) if pace else cost
+                     for k, (cost, start) in self._batch.items() if k != lane)
+        total = sum(install_cost(p) for p in ready)
+        target = min(total, (total + others) / self._jobs)
+        batch, cost = [], 0
+        for p in ready:
+            c = install_cost(p)
+            if batch and abs(cost + c - target) >= abs(cost - target):
+                continue  # another, smaller one may still fit
+            batch.append(p)
+            cost += c
+        return batch
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -466,30 +529,36 @@ def _pip_install_wheels(python: str, wheels: list[dict], jobs: int) -> None:
         cache = wheel_cache()
         files = fetch(wheels, Path(tmp), cache, verify=False)
         pinned = {f: f"{w['name']}=={w['version']}" for f, w in zip(files, wheels, strict=True)}
-        bins = balance(groups_of(files), jobs)
-        print(f"installing {len(files)} packages with {len(bins)} pip processes", flush=True)
+        print(f"installing {len(files)} packages with {jobs} pip processes", flush=True)
         # most pip work per byte read first: on a slow disk the pip processes are busy while the big, cheap to
         # install wheels (CUDA libraries) are still being read
         order = sorted(files, key=lambda f: -install_cost(f) / max(1, f.stat().st_size))
-        checked = CheckedWheels(order, {f: w.get("sha256") for f, w in zip(files, wheels, strict=True)}, cache)
+        checked = CheckedWheels(order, {f: w.get("sha256") for f, w in zip(files, wheels, strict=True)}, cache,
+                                groups_of(files), jobs)
         failures: list[str] = []
+        start = time.monotonic()
 
-        def lane(files_left: list[Path]) -> None:
+        def lane(k: int) -> None:
             try:
-                while files_left:
-                    batch = checked.take(files_left)
-                    files_left = [f for f in files_left if f not in batch]
+                while batch := checked.take(k):
+                    began = time.monotonic()
                     # by name==version from the folder (not by file path): pip records them as from an index
                     proc = run_pip(python, ["install", "--quiet", "--no-deps", "--no-index", "--find-links", tmp,
                                             *(pinned[f] for f in batch)])
+                    if VERBOSE:
+                        names = ", ".join(pinned[f].split("==")[0] for f in batch[:4]) + ", ..." * (len(batch) > 4)
+                        print(f"  [{began - start:5.1f} s] pip {k}: {len(batch)} wheels, "
+                              f"{sum(f.stat().st_size for f in batch) / 1e6:.0f} MB, {time.monotonic() - began:.1f} s "
+                              f"({names})", flush=True)
                     show(proc)
                     if proc.returncode != 0:
                         failures.append("a pip process failed")
+                        checked.fail(failures[-1])
                         return
             except Fallback as why:
                 failures.append(str(why))
 
-        threads = [threading.Thread(target=lane, args=(b,)) for b in bins]
+        threads = [threading.Thread(target=lane, args=(k,)) for k in range(jobs)]
         for t in threads:
             t.start()
         for t in threads:
@@ -534,7 +603,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=min(2, len(os.sched_getaffinity(0))),
                         help="pip processes at once (default: 2, or 1 on a 1-core machine)")
     parser.add_argument("--write-lock", action="store_true", help=f"resolve and write {LOCK.name}, install nothing")
+    parser.add_argument("--verbose", action="store_true", help="print each pip process's batches, with times")
     args = parser.parse_args(argv)
+    global VERBOSE
+    VERBOSE = args.verbose
     if args.write_lock:
         write_lock(args.python, args.requirement)
         return 0
