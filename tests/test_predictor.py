@@ -16,7 +16,7 @@ from factory.predictor.fit import FitConfig, boost, spearman, split_holdout
 from factory.predictor.fit import fit_trees as _fit
 from factory.predictor.model import PREDICTOR_FILE, AccuracyPredictor, load_predictor, tree_sum
 from factory.predictor.samples import SAMPLES_FILE, Measured, measure_samples, read_samples, stratified_archs
-from supernets import cost, get_space
+from supernets import ArchConfig, cost, get_space
 
 torch.set_num_threads(1)
 SPACE = get_space()
@@ -245,6 +245,43 @@ def test_two_process_measurement_gives_the_one_process_figures_and_loses_nothing
     (runs["two"] / two_process.HELPER_FILE).write_text("\n".join(lines[30:]) + "\n" + lines[0][:20])
     two_process.adopt_helper_samples(runs["two"])
     assert figures(runs["two"]) == two and not (runs["two"] / two_process.HELPER_FILE).exists()
+
+
+def test_measurements_recalibrate_on_the_asked_calibration_images_and_say_so(tiny_run, tmp_path, monkeypatch):
+    """Every measurement (this process's and the helper's) recalibrates BN on the fixed subset of
+    `calib_images` and records that count; a fit asking for another count measures again, and the whole
+    split is recorded as no count (as older samples are)."""
+    import json
+    import shutil
+
+    from factory.evaluate import evaluate_on
+    from factory.predictor import two_process
+    from factory.predictor.fit import Calibration, _subset, fit_predictor
+    from factory.run import load_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(SAMPLES_FILE, "predictor.pt"))
+    monkeypatch.setattr(two_process, "MIN_SPLIT", 8)
+    monkeypatch.setattr(two_process, "usable_cores", lambda: 2)
+    report = fit_predictor(run_dir, samples=30, holdout=10, val_images=300, progress=False, uniform=False,
+                           screen=False, calib_images=60)
+    lines = [json.loads(line) for line in (run_dir / SAMPLES_FILE).read_text().splitlines()]
+    assert report.calib_images == 60 and len(lines) == 30 and all(d["calib"] == 60 for d in lines)
+    run = load_run(run_dir)
+    ds = run.dataset()
+    val, calib = _subset(ds.val, 300, 0), Calibration.of(ds.calib, 60, 0).split
+    for d in (lines[0], lines[-1]):  # one of each process
+        arch = run.space.canonical(ArchConfig.from_dict(d["arch"]))
+        assert d["loss"] == pytest.approx(evaluate_on(run.supernet, arch, calib, val, run.mean, run.std).loss, rel=1e-5)
+        assert d["loss"] != pytest.approx(evaluate_on(run.supernet, arch, ds.calib, val, run.mean, run.std).loss,
+                                          rel=1e-3)
+    whole = fit_predictor(run_dir, samples=30, holdout=10, val_images=300, progress=False, uniform=False,
+                          screen=False, calib_images=None)
+    assert whole.calib_images == len(ds.calib)
+    lines = (run_dir / SAMPLES_FILE).read_text().splitlines()
+    assert len(lines) == 60 and all("calib" not in json.loads(line) for line in lines[30:])
+    assert len(read_samples(run_dir / SAMPLES_FILE, run.space, run.checkpoint_sha256, 300, calib=60)) == 30
+    assert len(read_samples(run_dir / SAMPLES_FILE, run.space, run.checkpoint_sha256, 300, calib=None)) == 30
 
 
 def test_both_ends_feed_a_helper_process_until_they_meet(tmp_path: Path) -> None:

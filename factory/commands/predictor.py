@@ -25,6 +25,10 @@ def predictor() -> None:
                    "of --samples, 10 to 50.")
 @click.option("--val-images", type=click.IntRange(min=50), default=None,
               help="Measure on a fixed subset of this many validation images (default: the whole split).")
+@click.option("--calib-images", type=click.IntRange(min=1), default=None,
+              help="Recalibrate BN on a fixed subset of this many calibration images for each measurement. "
+                   "Default: 150 in the 28-px space (its 300 ranked the same, 1.3x slower: docs/decisions.md), "
+                   "the whole split in others. The verified pick and the package use the whole split.")
 @click.option("--uniform/--no-uniform", default=True, show_default=True,
               help="Also measure every uniformly scaled sub-network (same depth/kernel/expand everywhere; 108 in "
                    "the built-in spaces). They join the fit, never the held-out set, and the search's verification "
@@ -38,8 +42,8 @@ def predictor() -> None:
 @device_option
 @json_option
 @track_option
-def fit(run_dir: str, samples: int, holdout: int, val_images: int | None, uniform: bool, screen: bool, seed: int,
-        device: str, as_json: bool, track: str | None) -> None:
+def fit(run_dir: str, samples: int, holdout: int, val_images: int | None, calib_images: int | None, uniform: bool,
+        screen: bool, seed: int, device: str, as_json: bool, track: str | None) -> None:
     """Sample, measure (BN recalibrated, validation split), fit boosted regression trees; write RUN/predictor.pt.
 
     \b
@@ -57,9 +61,10 @@ def fit(run_dir: str, samples: int, holdout: int, val_images: int | None, unifor
     main_rank = os.environ.get("RANK", "0") == "0"
     with tracked(track if main_rank else None, Path(run_dir), "predictor fit") as tracker:
         tracker.log_params({"samples": samples, "holdout": holdout, "seed": seed, "val_images": val_images,
-                            "uniform": uniform, "screen": screen, "device": device})
+                            "calib_images": calib_images, "uniform": uniform, "screen": screen, "device": device})
         report = fit_predictor(run_dir, samples=samples, holdout=holdout, seed=seed, val_images=val_images,
-                               progress=not as_json, uniform=uniform, device=device, screen=screen)
+                               progress=not as_json, uniform=uniform, device=device, screen=screen,
+                               calib_images="default" if calib_images is None else calib_images)
         log_predictor_fit(tracker, report.to_dict())
     if not main_rank:
         return
@@ -68,7 +73,7 @@ def fit(run_dir: str, samples: int, holdout: int, val_images: int | None, unifor
         return
     lo, hi = report.accuracy_range
     click.echo(f"measured {report.samples} sub-networks ({report.uniform} of them uniformly scaled) "
-               f"on {report.val_images} validation images "
+               f"on {report.val_images} validation images, BN recalibrated on {report.calib_images} calibration images "
                f"(accuracy {100 * lo:.2f}..{100 * hi:.2f}%) in {report.measure_seconds:.0f} s")
     if report.screen is not None:
         click.echo(f"screened: {report.screened} training sub-networks measured on the {len(report.screen.hard)} "

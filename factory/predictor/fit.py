@@ -178,6 +178,7 @@ class FitReport:
     uniform: int = 0  # uniformly scaled sub-networks measured too (training set only, never held out)
     screen: Screen | None = None  # the hard images the screened measurements ran on (None: all exact)
     screened: int = 0  # training samples measured through the screen
+    calib_images: int = 0  # calibration images each measurement recalibrated BN on
 
     def to_dict(self) -> dict[str, Any]:
         screen = None if self.screen is None else {"exact": self.screen.exact, "screened": self.screened,
@@ -186,7 +187,8 @@ class FitReport:
                 "holdout_spearman": round(self.holdout_spearman, 4), "macs_spearman": round(self.macs_spearman, 4),
                 "holdout_mae": round(self.holdout_mae, 5), "accuracy_range": list(self.accuracy_range),
                 "measure_seconds": round(self.measure_seconds, 1), "fit_seconds": round(self.fit_seconds, 1),
-                "val_images": self.val_images, "uniform": self.uniform, "screened": self.screened, "screen": screen}
+                "val_images": self.val_images, "calib_images": self.calib_images, "uniform": self.uniform,
+                "screened": self.screened, "screen": screen}
 
 
 def split_holdout(n: int, holdout: int) -> tuple[list[int], list[int]]:
@@ -203,10 +205,18 @@ def split_holdout(n: int, holdout: int) -> tuple[list[int], list[int]]:
 # one in ~3 s on 2 CPU cores (100 + 100 images), so the ImageNet-class space gets fewer by default
 # (pass --samples to trade time for ranking; on a GPU, run it under torchrun with more).
 DEFAULT_SAMPLES = {"small": 400, "ofa_mbv3": 100}
+# Calibration images a measurement recalibrates BN on, per space (None: the whole calib split). On the demo
+# supernet the fit's ranking of fresh sub-networks was a tie with 150 of the 300 images at 0.77x the measuring
+# time (docs/decisions.md, 2026-12-02); no such evidence for the 224-px space yet, so it keeps them all.
+DEFAULT_CALIB_IMAGES: dict[str, int | None] = {"small": 150}
 
 
 def default_samples(space_name: str) -> int:
     return DEFAULT_SAMPLES.get(space_name, 400)
+
+
+def default_calib_images(space_name: str) -> int | None:
+    return DEFAULT_CALIB_IMAGES.get(space_name)
 
 
 def default_holdout(samples: int) -> int:
@@ -225,8 +235,13 @@ def fit_predictor(
     uniform: bool = True,
     device: str = "auto",
     screen: bool = True,
+    calib_images: int | str | None = "default",
 ) -> FitReport:
     """`factory predictor fit`: sample, measure (resumable), fit, store predictor.pt in the run.
+
+    Each measurement recalibrates BN on `calib_images` images of the calibration split (a fixed random subset,
+    the same for every sub-network; None: all of them; "default": the space's `default_calib_images`). The
+    search's verified pick and the package recalibrate on the whole split whatever this is.
 
     With `uniform`, the space's uniformly scaled sub-networks are measured too and join the training
     set (the held-out set stays random, stratified sub-networks): the search's verification then
@@ -246,20 +261,24 @@ def fit_predictor(
         _, held_idx = split_holdout(len(archs), holdout)
         ds = run.dataset()
         val = ds.val if val_images is None or val_images >= len(ds.val) else _subset(ds.val, val_images, seed)
+        if calib_images == "default":
+            calib_images = default_calib_images(run.space.name)
+        calib = Calibration.of(ds.calib, calib_images if isinstance(calib_images, int) else None, seed)
         t0 = time.perf_counter()
         with on_device(run.supernet, ctx.device):
-            measured, extra, used = _measure(run, archs, [archs[i] for i in held_idx], val, uniform,
+            measured, extra, used = _measure(run, archs, [archs[i] for i in held_idx], val, calib, uniform,
                                              screen and ctx.world_size == 1, progress, ctx)
         seconds = time.perf_counter() - t0
-        report = _fit_and_store(run, measured, extra, holdout, seed, config, seconds, len(val), used) \
-            if ctx.is_main else None
+        report = _fit_and_store(run, measured, extra, holdout, seed, config, seconds, len(val), used,
+                                len(calib.split)) if ctx.is_main else None
         return ctx.broadcast_object(report)
     finally:
         ctx.close()
 
 
 def _fit_and_store(run: Run, measured: list[Sample], extra: list[Sample], holdout: int, seed: int,
-                   config: FitConfig, measure_seconds: float, val_images: int, screen: Screen | None) -> FitReport:
+                   config: FitConfig, measure_seconds: float, val_images: int, screen: Screen | None,
+                   calib_images: int) -> FitReport:
     """Fit on all but `holdout` of `measured` (+ `extra`), score on the held-out ones, write predictor.pt."""
     t1 = time.perf_counter()
     train_idx, held_idx = split_holdout(len(measured), holdout)
@@ -272,7 +291,7 @@ def _fit_and_store(run: Run, measured: list[Sample], extra: list[Sample], holdou
     t2 = time.perf_counter()
     screened = sum(not s.exact for s in tr)
     meta = {**figures, "train": len(tr), "holdout": len(ho), "seed": seed, "val_images": val_images,
-            "checkpoint_sha256": run.checkpoint_sha256, "config": asdict(config),
+            "calib_images": calib_images, "checkpoint_sha256": run.checkpoint_sha256, "config": asdict(config),
             "screen": None if screen is None else {"exact": screen.exact, "screened": screened,
                                                    "hard_images": len(screen.hard), "key": screen.key}}
     out = run.path / PREDICTOR_FILE
@@ -280,11 +299,12 @@ def _fit_and_store(run: Run, measured: list[Sample], extra: list[Sample], holdou
     accs = [s.accuracy for s in measured + extra]
     return FitReport(out, len(measured) + len(extra), len(tr), len(ho), figures["holdout_spearman"],
                      figures["macs_spearman"], figures["holdout_mae"], (min(accs), max(accs)), measure_seconds,
-                     t2 - t1, val_images, len(extra), screen, screened)
+                     t2 - t1, val_images, len(extra), screen, screened, calib_images)
 
 
-def _measure(run: Run, archs: list[ArchConfig], held: list[ArchConfig], val: Split, uniform: bool,
-             screen: bool, progress: bool, ctx: DistContext) -> tuple[list[Sample], list[Sample], Screen | None]:
+def _measure(run: Run, archs: list[ArchConfig], held: list[ArchConfig], val: Split, calib: Calibration,
+             uniform: bool, screen: bool, progress: bool,
+             ctx: DistContext) -> tuple[list[Sample], list[Sample], Screen | None]:
     """Measurements of `archs` and, with `uniform`, of the uniformly scaled sub-networks not among them
     (the supernet already on `ctx.device`; collective under torchrun). With `screen`: the held-out ones, the
     uniform ones (and a few more up to SCREEN_MIN) on every image first, the rest on the images any of them
@@ -295,43 +315,44 @@ def _measure(run: Run, archs: list[ArchConfig], held: list[ArchConfig], val: Spl
         grid = [a for a in dict.fromkeys(run.space.canonical(a) for a in run.space.uniform_grid()) if a not in seen]
     everything = archs + grid
     if not screen:
-        found = _measure_stage(run, everything, val, None, progress, ctx)
+        found = _measure_stage(run, everything, val, calib, None, progress, ctx)
         return [found[a] for a in archs], [found[a] for a in grid], None
     exact = exact_archs(archs, held, grid, SCREEN_MIN)
-    found = _measure_stage(run, exact, val, None, progress, ctx, desc="measuring sub-networks on every image")
+    found = _measure_stage(run, exact, val, calib, None, progress, ctx, desc="measuring sub-networks on every image")
     used = Screen.from_samples(list(found.values()), len(val))
     if used.exact < min(SCREEN_MIN, len(exact)):  # samples of an older version carry no per-image results
         used = None
     chosen = set(exact)
     rest = [a for a in everything if a not in chosen]
     desc = f"measuring sub-networks on the {len(used.hard)} hard images" if used else "measuring sub-networks"
-    found.update(_measure_stage(run, rest, val, used, progress, ctx, desc=desc))
+    found.update(_measure_stage(run, rest, val, calib, used, progress, ctx, desc=desc))
     return [found[a] for a in archs], [found[a] for a in grid], used
 
 
-def _measure_stage(run: Run, archs: list[ArchConfig], val: Split, screen: Screen | None, progress: bool,
-                   ctx: DistContext, desc: str = "measuring sub-networks") -> dict[ArchConfig, Sample]:
+def _measure_stage(run: Run, archs: list[ArchConfig], val: Split, calib: Calibration, screen: Screen | None,
+                   progress: bool, ctx: DistContext,
+                   desc: str = "measuring sub-networks") -> dict[ArchConfig, Sample]:
     """Samples of `archs`, measured in prefix order (consecutive sub-networks share their first blocks' work)
-    on `val`, or on its hard images with a `screen`; in two processes where that pays."""
+    on `val`, or on its hard images with a `screen`, BN recalibrated on `calib`; in two processes where that
+    pays."""
     from factory.predictor.shared_prefix import SharedPrefixEvaluator
     from factory.predictor.two_process import adopt_helper_samples, measure_in_two, worth_splitting
 
     images, key = record_keys(screen, len(val))
     measured_val = val if screen is None else screen.split(val)
-    shared = SharedPrefixEvaluator(run.supernet, run.dataset().calib, measured_val, run.mean, run.std, ctx.device,
-                                   ctx=ctx)
-    measure = measurer(shared, screen)
+    shared = SharedPrefixEvaluator(run.supernet, calib.split, measured_val, run.mean, run.std, ctx.device, ctx=ctx)
+    measure = measurer(shared, screen, calib.key)
     ordered = shared.order(archs)
     todo = ordered
     if ctx.world_size == 1:
         adopt_helper_samples(run.path)  # what the helper of an interrupted measurement had finished
-        done = read_samples(run.path / SAMPLES_FILE, run.space, run.checkpoint_sha256, images, key)
+        done = read_samples(run.path / SAMPLES_FILE, run.space, run.checkpoint_sha256, images, key, calib.key)
         todo = [a for a in ordered if a not in done]
     if worth_splitting(ctx.device, ctx.world_size, len(todo)):
-        measured = measure_in_two(run, ordered, todo, measured_val, measure, progress, screen, desc)
+        measured = measure_in_two(run, ordered, todo, measured_val, calib, measure, progress, screen, desc)
     else:
         measured = measure_samples(ordered, measure, run.path / SAMPLES_FILE, run.space, run.checkpoint_sha256,
-                                   progress, images=images, ctx=ctx, screen=key, desc=desc)
+                                   progress, images=images, ctx=ctx, screen=key, desc=desc, calib=calib.key)
     return {s.arch: s for s in measured}
 
 
@@ -343,6 +364,23 @@ def _holdout_figures(model: AccuracyPredictor, held: list[Sample], num_classes: 
     return {"holdout_spearman": spearman(pred, truth),
             "macs_spearman": spearman([cost(model.space, s.arch, num_classes).macs for s in held], truth),
             "holdout_mae": float(np.mean(np.abs(np.asarray(pred) - np.asarray(truth))))}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The calibration images every measurement recalibrates BN on, and how its samples are recorded: `key`
+    is their count, or None when they are the whole calib split (samples of older versions carry none)."""
+
+    split: Split
+    key: int | None
+
+    @classmethod
+    def of(cls, calib: Split, images: int | None, seed: int) -> Calibration:
+        if images is None or images >= len(calib):
+            return cls(calib, None)
+        if images < 1:
+            raise UserInputError(f"--calib-images: {images} must be at least 1")
+        return cls(_subset(calib, images, seed), images)
 
 
 def _subset(split: Split, n: int, seed: int) -> Split:

@@ -61,7 +61,8 @@ def stratified_archs(space: SearchSpace, n: int, rng: random.Random, num_classes
 class Measured:
     """What measuring one sub-network gives: accuracy and mean loss over `images` validation images. A
     screened measurement ran only `evaluated` of them, the hard images of screen `screen` (the others counted
-    as right: `factory.predictor.screen`); an exact one carries `correct`, its per-image results (packed)."""
+    as right: `factory.predictor.screen`); an exact one carries `correct`, its per-image results (packed).
+    `calib`: how many calibration images its BN statistics were recalibrated on (None: the whole split)."""
 
     accuracy: float
     loss: float  # mean cross-entropy over the images run (all of them, or the `evaluated` hard ones)
@@ -69,6 +70,7 @@ class Measured:
     evaluated: int | None = None
     screen: str | None = None
     correct: str | None = None
+    calib: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Sample:
     evaluated: int | None = None  # see Measured
     screen: str | None = None
     correct: str | None = None
+    calib: int | None = None
 
     @property
     def exact(self) -> bool:
@@ -92,16 +95,21 @@ class Sample:
         d = {"arch": self.arch.to_dict(), "accuracy": self.accuracy, "loss": self.loss, "images": self.images,
              "seconds": round(self.seconds, 3), "checkpoint_sha256": self.checkpoint_sha256}
         d.update({k: v for k, v in (("evaluated", self.evaluated), ("screen", self.screen),
-                                     ("correct", self.correct)) if v is not None})
+                                     ("correct", self.correct), ("calib", self.calib)) if v is not None})
         return json.dumps(d)
 
 
+ANY_CALIB = "any"
+
+
 def read_samples(path: Path, space: SearchSpace, checkpoint_sha256: str,
-                 images: int | None = None, screen: str | None = None) -> dict[ArchConfig, Sample]:
+                 images: int | None = None, screen: str | None = None,
+                 calib: int | str | None = ANY_CALIB) -> dict[ArchConfig, Sample]:
     """Measured samples of this checkpoint (keyed by canonical arch) on `images` validation images (any
     when None); lines of other checkpoints or validation subsets and a torn last line are skipped. Screened
     samples count only when measured through `screen` (the key of the current hard-image set); with no
-    `screen`, only exact measurements are returned."""
+    `screen`, only exact measurements are returned. `calib`: only those recalibrated on that many
+    calibration images (None: on the whole split), or on any number (ANY_CALIB)."""
     out: dict[ArchConfig, Sample] = {}
     if not path.exists():
         return out
@@ -111,10 +119,12 @@ def read_samples(path: Path, space: SearchSpace, checkpoint_sha256: str,
             arch = space.canonical(ArchConfig.from_dict(d["arch"]))
             sample = Sample(arch, float(d["accuracy"]), float(d["loss"]), int(d["images"]), float(d["seconds"]),
                             str(d["checkpoint_sha256"]), _optional(d, "evaluated", int), _optional(d, "screen", str),
-                            _optional(d, "correct", str))
+                            _optional(d, "correct", str), _optional(d, "calib", int))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             continue
         if sample.checkpoint_sha256 != checkpoint_sha256 or images not in (None, sample.images):
+            continue
+        if calib != ANY_CALIB and sample.calib != calib:
             continue
         if sample.exact or (sample.screen == screen and not (arch in out and out[arch].exact)):
             out[arch] = sample  # an exact measurement is never replaced by an estimate
@@ -136,14 +146,15 @@ def measure_samples(
     ctx: DistContext | None = None,
     screen: str | None = None,
     desc: str = "measuring sub-networks",
+    calib: int | None = None,
 ) -> list[Sample]:
     """Measure every arch not yet in `path` (append one JSON line each, flushed), return all of `archs`.
-    `images` and `screen`: which earlier lines count as done (see read_samples).
+    `images`, `screen` and `calib`: which earlier lines count as done (see read_samples).
 
     With `ctx` (torchrun), `measure` is collective: every rank calls it for the same archs in the same
     order, the ones rank 0 found unmeasured, and only rank 0 writes `path` and shows progress."""
     main = ctx is None or ctx.is_main
-    done = read_samples(path, space, checkpoint_sha256, images, screen) if main else {}
+    done = read_samples(path, space, checkpoint_sha256, images, screen, calib) if main else {}
     if ctx is not None:
         done = ctx.broadcast_object(done)
     todo = [a for a in archs if a not in done]
@@ -164,7 +175,7 @@ def measure_each(archs: Iterable[ArchConfig], measure: Callable[[ArchConfig], Me
         t0 = time.perf_counter()
         m = measure(arch)
         sample = Sample(arch, m.accuracy, m.loss, m.images, time.perf_counter() - t0, checkpoint_sha256,
-                        m.evaluated, m.screen, m.correct)
+                        m.evaluated, m.screen, m.correct, m.calib)
         append(sample.to_json())
         yield sample
 

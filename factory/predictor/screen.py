@@ -108,21 +108,24 @@ def exact_archs(archs: Sequence[ArchConfig], held: Sequence[ArchConfig], grid: S
     return out
 
 
-def measurer(evaluate: Callable[[ArchConfig], EvalResult], screen: Screen | None) -> Callable[[ArchConfig], Measured]:
+def measurer(evaluate: Callable[[ArchConfig], EvalResult], screen: Screen | None,
+             calib: int | None = None) -> Callable[[ArchConfig], Measured]:
     """The measurement of one sub-network. `evaluate` runs it on the images to measure: all of the validation
-    split (no `screen`: the result keeps its per-image outcomes), or the screen's hard images."""
+    split (no `screen`: the result keeps its per-image outcomes), or the screen's hard images; `calib`: how
+    many calibration images it recalibrates BN on (None: the whole split), recorded with the figures."""
 
     def exact(arch: ArchConfig) -> Measured:
         r = evaluate(arch)
-        return Measured(r.accuracy, r.loss, r.images, correct=None if r.correct is None else pack_correct(r.correct))
+        return Measured(r.accuracy, r.loss, r.images, correct=None if r.correct is None else pack_correct(r.correct),
+                        calib=calib)
 
     def screened(arch: ArchConfig) -> Measured:
         assert screen is not None
         if not screen.hard:  # every image right for every exact sub-network: nothing left to tell apart
-            return Measured(1.0, 0.0, screen.total, evaluated=0, screen=screen.key)
+            return Measured(1.0, 0.0, screen.total, evaluated=0, screen=screen.key, calib=calib)
         r = evaluate(arch)
         right = round(r.accuracy * r.images)
         return Measured((screen.easy + right) / screen.total, r.loss, screen.total, evaluated=r.images,
-                        screen=screen.key)
+                        screen=screen.key, calib=calib)
 
     return exact if screen is None else screened

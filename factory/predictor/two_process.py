@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,6 +33,9 @@ from factory.predictor.samples import SAMPLES_FILE, Measured, Sample, line_appen
 from factory.predictor.screen import Screen, measurer, record_keys
 from factory.run import Run
 from supernets import ArchConfig, SearchSpace
+
+if TYPE_CHECKING:
+    from factory.predictor.fit import Calibration
 
 HELPER_FILE = "predictor_samples.helper.jsonl"
 MIN_SPLIT = 32  # fewer sub-networks than this are not worth starting a second process (~3 s of imports)
@@ -96,10 +100,11 @@ def _one_thread():
 
 
 def measure_in_two(run: Run, ordered: Sequence[ArchConfig], todo: Sequence[ArchConfig], val: Split,
-                   measure: Callable[[ArchConfig], Measured], progress: bool, screen: Screen | None = None,
-                   desc: str = "measuring sub-networks") -> list[Sample]:
+                   calib: Calibration, measure: Callable[[ArchConfig], Measured], progress: bool,
+                   screen: Screen | None = None, desc: str = "measuring sub-networks") -> list[Sample]:
     """Samples of `ordered` (prefix order); `todo`, the ones not measured yet (in the same order), are shared
-    between this process and a helper. `val`: the images measured (the screen's hard ones with a `screen`)."""
+    between this process and a helper. `val`: the images measured (the screen's hard ones with a `screen`);
+    `calib`: the images BN is recalibrated on."""
     path = run.path / SAMPLES_FILE
     images, key = record_keys(screen, len(val))
     ends = BothEnds(len(todo))
@@ -107,10 +112,10 @@ def measure_in_two(run: Run, ordered: Sequence[ArchConfig], todo: Sequence[ArchC
             progress_bar(total=len(ordered), initial=len(ordered) - len(todo), enabled=progress,
                          desc=f"{desc} (2 processes)", unit="net") as bar:
         job = Path(tmp) / "job.pt"
-        calib = run.dataset().calib  # passed on: the helper need not load (decode) the dataset again
+        # the images are passed on: the helper need not load (decode) the dataset again
         torch.save({"run": str(run.path), "archs": [a.to_dict() for a in todo],
-                    "val": (val.images, val.labels), "calib": (calib.images, calib.labels),
-                    "screen": None if screen is None else screen.to_dict()}, job)
+                    "val": (val.images, val.labels), "calib": (calib.split.images, calib.split.labels),
+                    "calib_key": calib.key, "screen": None if screen is None else screen.to_dict()}, job)
         proc = subprocess.Popen([sys.executable, "-m", "factory.predictor.measure_helper", str(job)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         errors: list[str] = []
@@ -137,7 +142,7 @@ def measure_in_two(run: Run, ordered: Sequence[ArchConfig], todo: Sequence[ArchC
             adopt_helper_samples(run.path)
     if errors:
         raise RuntimeError(f"measurement helper process failed: {errors[0]}")
-    done = read_samples(path, run.space, run.checkpoint_sha256, images, key)
+    done = read_samples(path, run.space, run.checkpoint_sha256, images, key, calib.key)
     missing = [a for a in ordered if a not in done]
     if missing:
         raise RuntimeError(f"measurement helper process left {len(missing)} sub-network(s) unmeasured")
@@ -190,7 +195,7 @@ def helper_main(job_file: str) -> int:
     screen = None if job.get("screen") is None else Screen.from_dict(job["screen"])
     space: SearchSpace = run.space
     shared = SharedPrefixEvaluator(run.supernet, calib, val, run.mean, run.std, torch.device("cpu"))
-    measure_one = measurer(shared, screen)
+    measure_one = measurer(shared, screen, job["calib_key"])
 
     def measure(arch: ArchConfig) -> Measured:
         m = measure_one(arch)
