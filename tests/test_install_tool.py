@@ -256,6 +256,26 @@ def test_checked_wheels_are_handed_over_while_others_are_still_being_read(tmp_pa
     checked.close()
 
 
+def test_a_check_reads_the_whole_file_in_small_pieces(tmp_path, monkeypatch):
+    """The sha256 covers every byte of a file several read chunks long, read at most a chunk at a time."""
+    import io
+
+    data = bytes(range(256)) * (14_000 + 7)  # ~3.6 MB: three whole chunks and a piece
+    path = tmp_path / "big.whl"
+    path.write_bytes(data)
+    sizes = []
+    real_read = io.FileIO.read
+
+    class Recording(io.FileIO):
+        def read(self, n=-1):
+            sizes.append(n)
+            return real_read(self, n)
+
+    monkeypatch.setattr(install.Path, "open", lambda self, mode="r", buffering=-1: Recording(self, "rb"))
+    assert install.sha256_of(path) == hashlib.sha256(data).hexdigest()
+    assert max(sizes) == install.READ_CHUNK and len(sizes) == len(data) // install.READ_CHUNK + 2
+
+
 def test_a_cached_wheel_that_fails_its_check_is_dropped_from_the_cache(tmp_path):
     cache = tmp_path / "cache"
     kept = cache / "ab" / "solo-1.0-py3-none-any.whl"

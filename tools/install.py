@@ -138,10 +138,18 @@ def wheel_cache() -> Path | None:
     return None if root is None else root / "wheels"
 
 
+READ_CHUNK = 1 << 20  # bytes a check asks the disk for at once: see sha256_of
+
+
 def sha256_of(path: Path) -> str:
+    """The file's sha256, read without the kernel's read-ahead, READ_CHUNK at a time: on a slow disk a check
+    then keeps at most that much queued ahead of the pip processes' own small reads (their imports), which
+    with 8 MB read-ahead over four readers waited behind ~32 MB each (docs/decisions.md)."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 22):
+    with path.open("rb", buffering=0) as f:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+        while chunk := f.read(READ_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -421,6 +429,7 @@ class CheckedWheels:
     again)."""
 
     PATIENCE = 3.0  # s a free pip process waits for more checked wheels once some are there: fewer pip starts
+    READERS = 2  # wheels read at once
 
     def __init__(self, order: list[Path], sha: dict[Path, str | None], cache: Path | None,
                  groups: list[list[Path]] | None = None, jobs: int = 2) -> None:
@@ -436,7 +445,7 @@ class CheckedWheels:
         self._batch: dict[int, tuple[int, float]] = {}  # pip process -> (cost, start) of what it installs now
         self._done_cost, self._done_seconds = 0, 0.0  # finished batches: pip's pace on this machine
         self._start = time.monotonic()
-        self._pool = ThreadPoolExecutor(4)
+        self._pool = ThreadPoolExecutor(self.READERS)
         for path in order:
             self._pool.submit(self._check, path)
 
