@@ -31,6 +31,7 @@ group) falls back to the next way down, the last being one plain `pip install`, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
 import hashlib
@@ -147,7 +148,7 @@ def sha256_of(path: Path) -> str:
     with 8 MB read-ahead over four readers waited behind ~32 MB each (docs/decisions.md)."""
     digest = hashlib.sha256()
     with path.open("rb", buffering=0) as f:
-        if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(AttributeError, OSError):  # no such call here, or not a regular file
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
         while chunk := f.read(READ_CHUNK):
             digest.update(chunk)
