@@ -8,11 +8,12 @@ core idles: ~2.5 minutes on a fresh clone. Here:
    machine (`tools/install-lock.json`, written by `--write-lock`), else from `pip install --dry-run
    --report`;
 2. the wheels are fetched, downloads kept in ~/.cache/ofa-factory/wheels for the next install
-   (PIP_NO_CACHE_DIR=1: not kept), and checked against the lock's sha256 four at a time while the pip
-   processes of step 3 already install the ones checked (reading them is the slow part on a cold disk);
-3. they are split into `--jobs` groups of near-equal work, each installed with `--no-deps` by its own
-   pip; wheels that write into the same top-level folder (the `nvidia` namespace of the CUDA wheels,
-   `google`, ...) stay in one group, so no two processes ever write the same path;
+   (PIP_NO_CACHE_DIR=1: not kept), and checked against the lock's sha256 two at a time, 1 MB per read without
+   read-ahead (on a slow disk the pip processes' own reads then do not queue behind the checks'), while the
+   pip processes of step 3 already install the ones checked (reading them is the slow part on a cold disk);
+3. `--jobs` pip processes install them with `--no-deps`, each taking, whenever it is free, its share of the
+   wheels checked by then (about half of those plus what the other still has to do, by estimated work);
+   wheels that write a same file never go to two processes at once;
 4. the project itself is installed (editable) by a third pip at the same time;
 5. the files pip wrote for the wheels are kept as hard links in ~/.cache/ofa-factory/site/<key> (key: the
    locked wheels and the interpreter; the two most recent are kept), so the next venv made from the same
