@@ -47,11 +47,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=450)
     parser.add_argument("--fresh", type=int, default=200, help="fresh sub-networks scoring the predictors")
     parser.add_argument("--boot", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0, help="the fits' seed (sampling, fit, calibration subset)")
     args = parser.parse_args()
     fits = {}
     for n in args.calib:
         path = fresh_copy(args.run, str(n))
-        report = fit_predictor(path, samples=args.samples, progress=False, calib_images=n)
+        report = fit_predictor(path, samples=args.samples, progress=False, calib_images=n, seed=args.seed)
         fits[n] = (path, report)
         print(f"calib {n}: {report.samples} measured in {report.measure_seconds:.1f} s; held-out Spearman "
               f"{report.holdout_spearman:.3f} on its {report.holdout}", flush=True)

@@ -248,8 +248,8 @@ def test_two_process_measurement_gives_the_one_process_figures_and_loses_nothing
 
 
 def test_measurements_recalibrate_on_the_asked_calibration_images_and_say_so(tiny_run, tmp_path, monkeypatch):
-    """Every measurement (this process's and the helper's) recalibrates BN on the fixed subset of
-    `calib_images` and records that count; a fit asking for another count measures again, and the whole
+    """Every measurement (this process's and the helper's) recalibrates BN on the fixed class-stratified subset
+    of `calib_images` and records that count; a fit asking for another count measures again, and the whole
     split is recorded as no count (as older samples are)."""
     import json
     import shutil
@@ -270,6 +270,8 @@ def test_measurements_recalibrate_on_the_asked_calibration_images_and_say_so(tin
     run = load_run(run_dir)
     ds = run.dataset()
     val, calib = _subset(ds.val, 300, 0), Calibration.of(ds.calib, 60, 0).split
+    share = torch.bincount(ds.calib.labels, minlength=10) * 60 / len(ds.calib)  # classes kept in proportion
+    assert len(calib) == 60 and ((torch.bincount(calib.labels, minlength=10) - share).abs() < 1).all()
     for d in (lines[0], lines[-1]):  # one of each process
         arch = run.space.canonical(ArchConfig.from_dict(d["arch"]))
         assert d["loss"] == pytest.approx(evaluate_on(run.supernet, arch, calib, val, run.mean, run.std).loss, rel=1e-5)

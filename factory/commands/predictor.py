@@ -26,9 +26,10 @@ def predictor() -> None:
 @click.option("--val-images", type=click.IntRange(min=50), default=None,
               help="Measure on a fixed subset of this many validation images (default: the whole split).")
 @click.option("--calib-images", type=click.IntRange(min=1), default=None,
-              help="Recalibrate BN on a fixed subset of this many calibration images for each measurement. "
-                   "Default: 150 in the 28-px space (its 300 ranked the same, 1.3x slower: docs/decisions.md), "
-                   "the whole split in others. The verified pick and the package use the whole split.")
+              help="Recalibrate BN on a fixed class-stratified subset of this many calibration images for each "
+                   "measurement (default: the whole calib split). For large calib splits (e.g. an ImageFolder at "
+                   "224 px); on the demo 150 of 300 saved only 6-23% and one subset ranked worse "
+                   "(docs/decisions.md). The verified pick and the package always use the whole split.")
 @click.option("--uniform/--no-uniform", default=True, show_default=True,
               help="Also measure every uniformly scaled sub-network (same depth/kernel/expand everywhere; 108 in "
                    "the built-in spaces). They join the fit, never the held-out set, and the search's verification "

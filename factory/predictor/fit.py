@@ -205,10 +205,11 @@ def split_holdout(n: int, holdout: int) -> tuple[list[int], list[int]]:
 # one in ~3 s on 2 CPU cores (100 + 100 images), so the ImageNet-class space gets fewer by default
 # (pass --samples to trade time for ranking; on a GPU, run it under torchrun with more).
 DEFAULT_SAMPLES = {"small": 400, "ofa_mbv3": 100}
-# Calibration images a measurement recalibrates BN on, per space (None: the whole calib split). On the demo
-# supernet the fit's ranking of fresh sub-networks was a tie with 150 of the 300 images at 0.77x the measuring
-# time (docs/decisions.md, 2026-12-02); no such evidence for the 224-px space yet, so it keeps them all.
-DEFAULT_CALIB_IMAGES: dict[str, int | None] = {"small": 150}
+# Calibration images a measurement recalibrates BN on, per space (None: the whole calib split). Fewer is a
+# knob for large calib splits (an ImageFolder at 224 px), not a default: on the demo supernet 150 of its 300
+# measured only 0.77-0.94x as long, and one random subset of 150 ranked fresh sub-networks clearly worse
+# (docs/decisions.md, 2026-12-02).
+DEFAULT_CALIB_IMAGES: dict[str, int | None] = {}
 
 
 def default_samples(space_name: str) -> int:
@@ -380,7 +381,25 @@ class Calibration:
             return cls(calib, None)
         if images < 1:
             raise UserInputError(f"--calib-images: {images} must be at least 1")
-        return cls(_subset(calib, images, seed), images)
+        return cls(_stratified_subset(calib, images, seed), images)
+
+
+def _stratified_subset(split: Split, n: int, seed: int) -> Split:
+    """`n` images of `split` drawn at random within each class, each class's count in proportion to its share
+    (largest remainders): BN statistics from a subset whose classes are off balance shift every sub-network's
+    accuracy by its own amount."""
+    gen = torch.Generator().manual_seed(seed)
+    classes, counts = torch.unique(split.labels, return_counts=True)
+    exact = counts.double() * n / len(split.labels)
+    take = exact.floor().long()
+    for i in torch.argsort(exact - take, descending=True)[: n - int(take.sum())]:
+        take[i] += 1
+    picked = []
+    for c, k in zip(classes.tolist(), take.tolist(), strict=True):
+        members = torch.nonzero(split.labels == c).flatten()
+        picked.append(members[torch.randperm(len(members), generator=gen)[:k]])
+    idx = torch.cat(picked).sort().values
+    return Split(split.images[idx], split.labels[idx])
 
 
 def _subset(split: Split, n: int, seed: int) -> Split:
