@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -30,14 +30,8 @@ from factory.predictor.samples import SAMPLES_FILE, stratified_archs
 from factory.run import load_run
 from supernets.arch import ArchConfig
 
-SKIP = ("predictor.pt", SAMPLES_FILE, "search", "latency", "mlflow.db", "mlartifacts", "bench-*")
-
-
-def fresh_copy(run_dir: Path, name: str) -> Path:
-    dst = run_dir / "bench-calib" / name
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(run_dir, dst, ignore=shutil.ignore_patterns(*SKIP))
-    return dst
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from predictor_screen import fresh_copy  # the bench folder is not a package: imported by path
 
 
 def main() -> None:
@@ -51,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     fits = {}
     for n in args.calib:
-        path = fresh_copy(args.run, str(n))
+        path = fresh_copy(args.run, str(n), folder="bench-calib")
         report = fit_predictor(path, samples=args.samples, progress=False, calib_images=n, seed=args.seed)
         fits[n] = (path, report)
         print(f"calib {n}: {report.samples} measured in {report.measure_seconds:.1f} s; held-out Spearman "

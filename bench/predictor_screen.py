@@ -29,11 +29,12 @@ from factory.predictor.samples import SAMPLES_FILE, stratified_archs
 from factory.run import load_run
 from supernets.arch import ArchConfig
 
-SKIP = ("predictor.pt", SAMPLES_FILE, "search", "latency", "mlflow.db", "mlartifacts", "bench-screen")
+SKIP = ("predictor.pt", SAMPLES_FILE, "search", "latency", "mlflow.db", "mlartifacts", "bench-*")
 
 
-def fresh_copy(run_dir: Path, name: str) -> Path:
-    dst = run_dir / "bench-screen" / name
+def fresh_copy(run_dir: Path, name: str, folder: str = "bench-screen") -> Path:
+    """A copy of the run without measurements, predictor, tables or searches, at RUN/folder/name."""
+    dst = run_dir / folder / name
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(run_dir, dst, ignore=shutil.ignore_patterns(*SKIP))
     return dst
