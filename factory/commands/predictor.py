@@ -65,7 +65,7 @@ def fit(run_dir: str, samples: int, holdout: int, val_images: int | None, calib_
                             "calib_images": calib_images, "uniform": uniform, "screen": screen, "device": device})
         report = fit_predictor(run_dir, samples=samples, holdout=holdout, seed=seed, val_images=val_images,
                                progress=not as_json, uniform=uniform, device=device, screen=screen,
-                               calib_images="default" if calib_images is None else calib_images)
+                               calib_images=calib_images)
         log_predictor_fit(tracker, report.to_dict())
     if not main_rank:
         return

@@ -205,19 +205,10 @@ def split_holdout(n: int, holdout: int) -> tuple[list[int], list[int]]:
 # one in ~3 s on 2 CPU cores (100 + 100 images), so the ImageNet-class space gets fewer by default
 # (pass --samples to trade time for ranking; on a GPU, run it under torchrun with more).
 DEFAULT_SAMPLES = {"small": 400, "ofa_mbv3": 100}
-# Calibration images a measurement recalibrates BN on, per space (None: the whole calib split). Fewer is a
-# knob for large calib splits (an ImageFolder at 224 px), not a default: on the demo supernet 150 of its 300
-# measured only 0.77-0.94x as long, and one random subset of 150 ranked fresh sub-networks clearly worse
-# (docs/decisions.md, 2026-12-02).
-DEFAULT_CALIB_IMAGES: dict[str, int | None] = {}
 
 
 def default_samples(space_name: str) -> int:
     return DEFAULT_SAMPLES.get(space_name, 400)
-
-
-def default_calib_images(space_name: str) -> int | None:
-    return DEFAULT_CALIB_IMAGES.get(space_name)
 
 
 def default_holdout(samples: int) -> int:
@@ -236,13 +227,14 @@ def fit_predictor(
     uniform: bool = True,
     device: str = "auto",
     screen: bool = True,
-    calib_images: int | str | None = "default",
+    calib_images: int | None = None,
 ) -> FitReport:
     """`factory predictor fit`: sample, measure (resumable), fit, store predictor.pt in the run.
 
-    Each measurement recalibrates BN on `calib_images` images of the calibration split (a fixed random subset,
-    the same for every sub-network; None: all of them; "default": the space's `default_calib_images`). The
-    search's verified pick and the package recalibrate on the whole split whatever this is.
+    Each measurement recalibrates BN on `calib_images` images of the calibration split (a fixed class-stratified
+    subset, the same for every sub-network; None: all of them, the default: on the demo supernet 150 of 300 saved
+    6-23% and one subset ranked clearly worse, docs/decisions.md 2026-12-02). The search's verified pick and the
+    package recalibrate on the whole split whatever this is.
 
     With `uniform`, the space's uniformly scaled sub-networks are measured too and join the training
     set (the held-out set stays random, stratified sub-networks): the search's verification then
@@ -262,9 +254,7 @@ def fit_predictor(
         _, held_idx = split_holdout(len(archs), holdout)
         ds = run.dataset()
         val = ds.val if val_images is None or val_images >= len(ds.val) else _subset(ds.val, val_images, seed)
-        if calib_images == "default":
-            calib_images = default_calib_images(run.space.name)
-        calib = Calibration.of(ds.calib, calib_images if isinstance(calib_images, int) else None, seed)
+        calib = Calibration.of(ds.calib, calib_images, seed)
         t0 = time.perf_counter()
         with on_device(run.supernet, ctx.device):
             measured, extra, used = _measure(run, archs, [archs[i] for i in held_idx], val, calib, uniform,
