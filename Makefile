@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml tools/install-lock.json
 # after changing dependencies in pyproject.toml: resolve again and commit the new lock
 lock: $(STAMP)
 	$(BIN)/python tools/install.py $(BIN)/python '.[dev]' --write-lock
+	@echo "tools/install-imports.txt (what the install byte-compiles) was recorded with the old lock: until it is"
+	@echo "recorded again (see tools/record_imports.py), installs byte-compile every module, as pip does"
 
 install: $(STAMP)
 

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import importlib.util
 import json
+import py_compile
 import subprocess
 import sys
 import zipfile
@@ -288,3 +289,67 @@ def test_a_cached_wheel_that_fails_its_check_is_dropped_from_the_cache(tmp_path)
         checked.take(0)
     checked.close()
     assert not kept.exists()
+
+
+@pytest.mark.slow
+def test_only_the_recorded_imports_are_byte_compiled_and_kept(tmp_path, monkeypatch):
+    """With an imports list recorded for these wheels, pip installs without byte-compiling and only the listed
+    modules get a .pyc, each in its distribution's RECORD (so pip uninstalls it and the next venv links it);
+    a list recorded for other wheels does not apply: everything is compiled, as pip does."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    made = tmp_path / "wheels"
+    made.mkdir()
+    wheels = [make_wheel(made, "nsa", {"ns/a/__init__.py": "A = 1\n"}),
+              make_wheel(made, "solo", {"solo.py": "C = 3\n", "unused.py": "D = 4\n"})]
+    locked = [{"name": w.name.split("-")[0], "version": "1.0", "url": w.as_uri(),
+               "sha256": hashlib.sha256(w.read_bytes()).hexdigest()} for w in wheels]
+    imports = tmp_path / "install-imports.txt"
+    monkeypatch.setattr(install, "IMPORTS", imports)
+    tag = sys.implementation.cache_tag
+
+    def venv_with_install(name: str) -> Path:
+        venv = tmp_path / name
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        install.install_wheels(str(venv / "bin" / "python"), locked, jobs=2)
+        return venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+
+    imports.write_text(f"# wheels {install.wheels_key(locked)}\nsolo.py\nns/a/__init__.py\nabsent/module.py\n")
+    site = venv_with_install("listed")
+    assert (site / "__pycache__" / f"solo.{tag}.pyc").is_file()
+    assert (site / "ns" / "a" / "__pycache__" / f"__init__.{tag}.pyc").is_file()
+    assert not list(site.rglob("unused.*.pyc"))
+    assert f"__pycache__/solo.{tag}.pyc,," in (site / "solo-1.0.dist-info" / "RECORD").read_text().splitlines()
+    linked = venv_with_install("linked")  # from the files the first install kept
+    assert (linked / "__pycache__" / f"solo.{tag}.pyc").is_file()
+    subprocess.run([str(linked.parents[2] / "bin" / "python"), "-m", "pip", "uninstall", "--yes", "--quiet", "solo"],
+                   check=True)
+    assert not (linked / "__pycache__" / f"solo.{tag}.pyc").exists()
+
+    imports.write_text("# wheels 0123\nsolo.py\n")  # recorded with other wheels
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache2"))
+    site = venv_with_install("other")
+    assert (site / "__pycache__" / f"unused.{tag}.pyc").is_file()
+
+
+def test_recorded_imports_cover_every_python_process_a_command_starts(tmp_path):
+    """tools/record_imports.py notes the installed modules a command's processes read (a child of a child too,
+    from source or from byte-code), by site-packages path; not the ones nothing imported."""
+    spec = importlib.util.spec_from_file_location("record_imports", ROOT / "tools" / "record_imports.py")
+    assert spec is not None and spec.loader is not None
+    recorder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recorder)
+    site = tmp_path / "site"
+    (site / "pkg" / "__pycache__").mkdir(parents=True)
+    (site / "pkg" / "__init__.py").write_text("")
+    (site / "pkg" / "used.py").write_text("X = 1\n")
+    (site / "pkg" / "unused.py").write_text("Y = 2\n")
+    (site / "top.py").write_text("Z = 3\n")
+    py_compile.compile(str(site / "pkg" / "used.py"))  # imported from its .pyc: the source is never opened
+    (tmp_path / "child.py").write_text(f"import sys\nsys.path.insert(0, {str(site)!r})\nimport top\n")
+    child = str(tmp_path / "child.py")
+    (tmp_path / "parent.py").write_text(f"import subprocess, sys\nsys.path.insert(0, {str(site)!r})\nimport pkg.used\n"
+                                        f"subprocess.run([sys.executable, {child!r}], check=True)\n")
+    command = f"{sys.executable} {tmp_path / 'parent.py'}"
+    assert recorder.record([command], site) == {"pkg/__init__.py", "pkg/used.py", "top.py"}
+    pyc = site / "pkg" / "__pycache__" / "used.cpython-311.pyc"
+    assert recorder.source_of(str(pyc)) == str(site / "pkg" / "used.py")

@@ -55,6 +55,7 @@ LOCK = ROOT / "tools" / "install-lock.json"
 # pip here warns once per missing local index folder; everything else it prints is kept
 NOISE = "is ignored: it is neither a file nor a directory"
 PY_COST = 26  # see install_cost
+PY_UNCOMPILED_COST = 2
 ENV_KEYS = ("implementation_name", "python_version", "platform_machine", "sys_platform")
 VERBOSE = False  # --verbose: each pip process's batches, with times
 
@@ -210,13 +211,16 @@ def written_files(wheel: Path) -> set[str]:
                 if len(parts) == 2 and parts[1] == "entry_points.txt":
                     files |= {f"scripts:{s}" for s in _console_scripts(zf.read(name).decode("utf-8", "replace"))}
                 continue
-            if parts[0].endswith(".data") and len(parts) > 2:
-                # purelib/platlib land in site-packages; scripts, headers and data elsewhere
-                rest = "/".join(parts[2:])
-                files.add(rest if parts[1] in ("purelib", "platlib") else f"{parts[1]}:{rest}")
-            else:
-                files.add(name)
+            files.add(_site_path(name) or f"{parts[1]}:{'/'.join(parts[2:])}")
     return files
+
+
+def _site_path(name: str) -> str | None:
+    """Where a wheel's file `name` lands relative to site-packages (None: scripts, headers, data)."""
+    parts = name.split("/")
+    if parts[0].endswith(".data") and len(parts) > 2:  # purelib/platlib land in site-packages
+        return "/".join(parts[2:]) if parts[1] in ("purelib", "platlib") else None
+    return name
 
 
 def _console_scripts(text: str) -> set[str]:
@@ -255,12 +259,91 @@ def groups_of(wheels: list[Path]) -> list[list[Path]]:
     return list(joined.values())
 
 
-@functools.cache  # read for the checking order and again for every hand-out
+# ----- byte-code for what the project imports -------------------------------------------------------------
+IMPORTS = ROOT / "tools" / "install-imports.txt"
+# compiles each path read from stdin as pip would (a timestamp-checked .pyc in __pycache__) and prints "source\tpyc";
+# a file that does not compile (pip skips those too) prints nothing
+COMPILE = ("import py_compile, sys\n"
+           "for line in sys.stdin:\n"
+           "    try:\n"
+           "        source = line.rstrip('\\n')\n"
+           "        print(source, py_compile.compile(source, doraise=True), sep='\\t')\n"
+           "    except py_compile.PyCompileError:\n"
+           "        pass\n")
+
+
+class Bytecode:
+    """Which modules the pip processes of this install byte-compile: all (imported None, pip's default) or, when
+    tools/install-imports.txt was recorded with the locked wheels, only those (compile_imported, after pip)."""
+
+    imported: frozenset[str] | None = None
+
+
+BYTECODE = Bytecode()
+
+
+def wheels_key(wheels: list[dict]) -> str:
+    """Which locked wheels an imports list was recorded with: their names and versions."""
+    return hashlib.sha256("\n".join(sorted(f"{_normal(w['name'])}=={w['version']}" for w in wheels)).encode()
+                          ).hexdigest()
+
+
+def imported_modules(wheels: list[dict], path: Path | None = None) -> frozenset[str] | None:
+    """The site-packages paths (e.g. `torch/nn/modules/conv.py`) of the modules the demo and the test suite
+    imported when `path` was recorded (tools/record_imports.py), if it was recorded with these wheels; else
+    None, and pip byte-compiles every module as usual."""
+    try:
+        lines = (path or IMPORTS).read_text().splitlines()
+    except OSError:
+        return None
+    if not lines or lines[0] != f"# wheels {wheels_key(wheels)}":
+        return None
+    return frozenset(line for line in lines if line and not line.startswith("#"))
+
+
+def compile_imported(python: str, site: Path, wheels: list[Path], imported: frozenset[str]) -> int:
+    """Byte-compile the modules of `wheels` (installed with --no-compile) that are in `imported`, with the venv's
+    interpreter, and add each .pyc to its distribution's RECORD as pip does (so uninstalling removes it and a
+    kept install keeps it). Returns how many were compiled."""
+    record_of: dict[str, Path] = {}  # module -> its distribution's RECORD
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as zf:
+            info = next((n.split("/")[0] for n in zf.namelist() if n.split("/")[0].endswith(".dist-info")), None)
+        if info is not None:
+            record_of.update((m, site / info / "RECORD") for m in imported & written_files(wheel))
+    if not record_of:
+        return 0
+    proc = subprocess.run([python, "-c", COMPILE], input="".join(f"{site / m}\n" for m in sorted(record_of)),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise Fallback(f"byte-compiling {', '.join(w.name for w in wheels)} failed: {proc.stderr.strip()[-300:]}")
+    made: dict[Path, list[str]] = {}
+    for line in proc.stdout.splitlines():
+        source, _, compiled = line.partition("\t")
+        made.setdefault(record_of[os.path.relpath(source, site)], []).append(os.path.relpath(compiled, site))
+    for record, rows in made.items():
+        lead = "" if record.read_bytes().endswith(b"\n") else "\n"
+        with record.open("a") as f:
+            f.write(lead + "".join(f"{row},,\n" for row in rows))
+    return sum(len(rows) for rows in made.values())
+
+
 def install_cost(wheel: Path) -> int:
-    """pip's work for a wheel, in bytes-written units: a byte of Python source (unpacked and byte-compiled)
-    costs ~26x a byte of anything else (fitted on two pip processes' wall times, docs/decisions.md)."""
+    """The work of installing a wheel, in bytes-written units: a byte of Python source that is byte-compiled
+    costs ~26x a byte of anything else, one only unpacked ~2x (fitted on two pip processes' wall times with and
+    without --no-compile, docs/decisions.md). Which sources are compiled: see BYTECODE."""
+    return _install_cost(wheel, BYTECODE.imported)
+
+
+@functools.cache  # read for the checking order and again for every hand-out
+def _install_cost(wheel: Path, imported: frozenset[str] | None) -> int:
+    def weight(name: str) -> int:
+        if not name.endswith(".py"):
+            return 1
+        return PY_COST if imported is None or _site_path(name) in imported else PY_UNCOMPILED_COST
+
     with zipfile.ZipFile(wheel) as zf:
-        return sum(i.file_size * (PY_COST if i.filename.endswith(".py") else 1) for i in zf.infolist())
+        return sum(i.file_size * weight(i.filename) for i in zf.infolist())
 
 
 # ----- installed files of an earlier install, linked into the next venv ---------------------------------
@@ -414,7 +497,7 @@ def install_wheels(python: str, wheels: list[dict], jobs: int) -> None:
             return
         except (Fallback, OSError) as why:
             print(f"installing without the files of an earlier install ({why})", flush=True)
-    _pip_install_wheels(python, wheels, jobs)
+    _pip_install_wheels(python, wheels, jobs, Path(layout["purelib"]))
     if cache is not None:
         try:
             save_site(layout, wheels, cache)
@@ -533,14 +616,18 @@ class CheckedWheels:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _pip_install_wheels(python: str, wheels: list[dict], jobs: int) -> None:
+def _pip_install_wheels(python: str, wheels: list[dict], jobs: int, site: Path) -> None:
     import threading
 
+    BYTECODE.imported = imported = imported_modules(wheels)
+    no_compile = [] if imported is None else ["--no-compile"]
     with tempfile.TemporaryDirectory(prefix="factory-wheels-") as tmp:
         cache = wheel_cache()
         files = fetch(wheels, Path(tmp), cache, verify=False)
         pinned = {f: f"{w['name']}=={w['version']}" for f, w in zip(files, wheels, strict=True)}
-        print(f"installing {len(files)} packages with {jobs} pip processes", flush=True)
+        print(f"installing {len(files)} packages with {jobs} pip processes"
+              + ("" if imported is None else f", byte-compiling the {len(imported)} modules in {IMPORTS.name}"),
+              flush=True)
         # most pip work per byte read first: on a slow disk the pip processes are busy while the big, cheap to
         # install wheels (CUDA libraries) are still being read
         order = sorted(files, key=lambda f: -install_cost(f) / max(1, f.stat().st_size))
@@ -554,8 +641,10 @@ def _pip_install_wheels(python: str, wheels: list[dict], jobs: int) -> None:
                 while batch := checked.take(k):
                     began = time.monotonic()
                     # by name==version from the folder (not by file path): pip records them as from an index
-                    proc = run_pip(python, ["install", "--quiet", "--no-deps", "--no-index", "--find-links", tmp,
-                                            *(pinned[f] for f in batch)])
+                    proc = run_pip(python, ["install", "--quiet", "--no-deps", "--no-index", *no_compile,
+                                            "--find-links", tmp, *(pinned[f] for f in batch)])
+                    if proc.returncode == 0 and imported is not None:
+                        compile_imported(python, site, batch, imported)
                     if VERBOSE:
                         names = ", ".join(pinned[f].split("==")[0] for f in batch[:4]) + ", ..." * (len(batch) > 4)
                         print(f"  [{began - start:5.1f} s] pip {k}: {len(batch)} wheels, "
@@ -568,6 +657,7 @@ def _pip_install_wheels(python: str, wheels: list[dict], jobs: int) -> None:
                         return
             except Fallback as why:
                 failures.append(str(why))
+                checked.fail(failures[-1])
 
         threads = [threading.Thread(target=lane, args=(k,)) for k in range(jobs)]
         for t in threads:
