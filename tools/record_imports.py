@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -61,8 +62,18 @@ def source_of(path: str) -> str:
     return os.path.join(folder, name.split(".")[0] + ".py")
 
 
-def record(commands: Iterable[str], site: Path) -> set[str]:
-    """Run each shell command with the hook; the site-packages paths of the modules they read."""
+def _at_start(python: str, site: Path) -> list[str]:
+    """Modules every interpreter of the venv imports before the hook exists: those of its .pth files (e.g.
+    setuptools' _distutils_hack)."""
+    code = ("import json, sys; "
+            "print(json.dumps([getattr(m, '__file__', None) or '' for m in list(sys.modules.values())]))")
+    files = json.loads(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout)
+    return [f for f in files if f.startswith(f"{site}{os.sep}")]
+
+
+def record(commands: Iterable[str], site: Path, python: str = sys.executable) -> set[str]:
+    """Run each shell command with the hook; the site-packages paths of the modules they read (and those the
+    venv's interpreter `python` imports at start)."""
     with tempfile.TemporaryDirectory(prefix="factory-imports-") as tmp:
         hook, out = Path(tmp) / "hook", Path(tmp) / "out"
         hook.mkdir()
@@ -76,6 +87,7 @@ def record(commands: Iterable[str], site: Path) -> set[str]:
             if done.returncode != 0:
                 raise SystemExit(f"record_imports: `{command}` failed (exit {done.returncode}); nothing written")
         read = {line for f in out.iterdir() for line in f.read_text().splitlines() if line}
+    read |= set(_at_start(python, site))
     return {os.path.relpath(source_of(p), site) for p in read if Path(source_of(p)).is_file()}
 
 
@@ -93,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except install.Fallback as why:
         raise SystemExit(f"record_imports: {why}") from None
     theirs = {os.path.relpath(root / rel, site) for rel in install.installed_files(layout, wheels)}
-    modules = record(args.commands, site) & theirs  # not pip's own, nor the project's
+    modules = record(args.commands, site, args.python) & theirs  # not pip's own, nor the project's
     out = args.out or install.IMPORTS
     out.write_text(f"# wheels {install.wheels_key(wheels)}\n"
                    f"# modules of the locked wheels that `{'`, `'.join(args.commands)}` imported "
