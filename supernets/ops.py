@@ -81,12 +81,24 @@ class DynamicDepthwiseConv(nn.Module):
         return weight
 
     def forward(self, x: torch.Tensor, kernel: int) -> torch.Tensor:
-        channels = x.shape[1]
-        weight = self.active_filter(channels, kernel)
-        crop = reachable_crop(kernel, self.stride, x.shape[-2], x.shape[-1])
-        if crop:
-            weight = weight[:, :, crop:kernel - crop, crop:kernel - crop]
-        return F.conv2d(x, weight, None, self.stride, kernel // 2 - crop, 1, channels)
+        return depthwise_conv(x, self.active_filter(x.shape[1], kernel), self.stride)
+
+
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """`F.conv2d` of a k x k depthwise `weight` with padding k // 2, run the way oneDNN's CPU kernels are fastest:
+    the taps that only meet padding dropped (reachable_crop), and, where the map is smaller than what is left
+    of the filter and a gradient will be wanted, the padding written out: oneDNN's depthwise weight-gradient
+    kernel takes no filter wider than 3 and no map smaller than the filter, and what it falls back to was
+    ~15x slower on 2x2 maps here (docs/decisions.md). Same function either way."""
+    kernel = weight.shape[-1]
+    crop = reachable_crop(kernel, stride, x.shape[-2], x.shape[-1])
+    if crop:
+        weight = weight[:, :, crop:kernel - crop, crop:kernel - crop]
+    size, pad = kernel - 2 * crop, kernel // 2 - crop
+    if (pad and size <= 3 and min(x.shape[-2:]) < size + (-pad) % stride and x.device.type == "cpu"
+            and torch.is_grad_enabled()):
+        return F.conv2d(F.pad(x, [pad] * 4), weight, None, stride, 0, 1, x.shape[1])
+    return F.conv2d(x, weight, None, stride, pad, 1, x.shape[1])
 
 
 def reachable_crop(kernel: int, stride: int, height: int, width: int) -> int:

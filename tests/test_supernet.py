@@ -138,29 +138,38 @@ def test_imagenet_space_parity_at_smallest_resolution():
 
 @pytest.mark.parametrize("kernel", [3, 5, 7])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_cropping_unreachable_taps_keeps_depthwise_output_and_gradients(kernel, stride):
+def test_depthwise_conv_keeps_output_and_gradients_cropped_and_padded_explicitly(kernel, stride, monkeypatch):
     """On maps smaller than the filter, the taps that only meet zero padding are dropped (a 7x7 filter on a
-    2x2 map runs as 3x3): same output, same gradients for input and every filter weight, and on 2x2 maps
-    the crop really happens."""
+    2x2 map runs as 3x3) and, when training on the CPU, the padding of a map smaller than the rest is written
+    out: same output, same gradients for input and every filter weight as one plain convolution; on 2x2 maps
+    the crop really happens, and the padding is written out there."""
     import torch.nn.functional as F
 
-    from supernets.ops import reachable_crop
+    from supernets.ops import depthwise_conv, reachable_crop
 
+    pads = []
+    real_pad = F.pad
+    monkeypatch.setattr(F, "pad", lambda t, p, *a, **k: pads.append(tuple(t.shape[-2:])) or real_pad(t, p, *a, **k))
     torch.manual_seed(0)
     for size in range(1, 10):
-        x = torch.randn(2, 4, size, size + (size > 3), requires_grad=True)
-        w = torch.randn(4, 1, kernel, kernel, requires_grad=True)
-        full = F.conv2d(x, w, None, stride, kernel // 2, 1, 4)
-        full_grads = torch.autograd.grad(full.square().sum(), (x, w))
-        c = reachable_crop(kernel, stride, x.shape[-2], x.shape[-1])
-        cropped = F.conv2d(x, w[:, :, c:kernel - c, c:kernel - c], None, stride, kernel // 2 - c, 1, 4)
-        grads = torch.autograd.grad(cropped.square().sum(), (x, w))
-        assert cropped.shape == full.shape
-        torch.testing.assert_close(cropped, full, atol=1e-5, rtol=1e-5)
-        for g, ref in zip(grads, full_grads, strict=True):
-            torch.testing.assert_close(g, ref, atol=1e-4, rtol=1e-4)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            x = torch.randn(2, 4, size, size + (size > 3)).contiguous(memory_format=layout).requires_grad_()
+            w = torch.randn(4, 1, kernel, kernel, requires_grad=True)
+            full = F.conv2d(x, w, None, stride, kernel // 2, 1, 4)
+            full_grads = torch.autograd.grad(full.square().sum(), (x, w))
+            out = depthwise_conv(x, w, stride)
+            grads = torch.autograd.grad(out.square().sum(), (x, w))
+            assert out.shape == full.shape
+            torch.testing.assert_close(out, full, atol=1e-5, rtol=1e-5)
+            for g, ref in zip(grads, full_grads, strict=True):
+                torch.testing.assert_close(g, ref, atol=1e-4, rtol=1e-4)
         if size == 2 and kernel > 3:
-            assert c == (kernel - 3) // 2
+            assert reachable_crop(kernel, stride, 2, 2) == (kernel - 3) // 2
+    assert (2, 2) in pads and all(min(shape) < 4 for shape in pads)
+    with torch.no_grad():  # measuring: nothing written out
+        pads.clear()
+        depthwise_conv(torch.randn(2, 4, 2, 2), torch.randn(4, 1, kernel, kernel), stride)
+        assert pads == []
 
 
 def test_small_map_pointwise_convs_run_as_matrix_products_with_the_same_function(monkeypatch):
