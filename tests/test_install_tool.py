@@ -353,3 +353,36 @@ def test_recorded_imports_cover_every_python_process_a_command_starts(tmp_path):
     assert recorder.record([command], site) == {"pkg/__init__.py", "pkg/used.py", "top.py"}
     pyc = site / "pkg" / "__pycache__" / "used.cpython-311.pyc"
     assert recorder.source_of(str(pyc)) == str(site / "pkg" / "used.py")
+
+
+@pytest.mark.slow
+def test_what_the_venv_came_with_is_uninstalled_before_any_pip_process_installs(tmp_path, monkeypatch):
+    """A fresh venv's own setuptools, pinned by the lock in another version, is uninstalled before either pip
+    process starts (it ran beside them: one replacing it while the other listed the distributions); the
+    pinned version ends up installed, alone."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    made = tmp_path / "wheels"
+    made.mkdir()
+    wheels = [make_wheel(made, "setuptools", {"setuptools_stub.py": "S = 1\n"}),
+              make_wheel(made, "solo", {"solo.py": "C = 3\n"})]
+    locked = [{"name": w.name.split("-")[0], "version": "1.0", "url": w.as_uri(),
+               "sha256": hashlib.sha256(w.read_bytes()).hexdigest()} for w in wheels]
+    calls = []
+    real_run_pip = install.run_pip
+
+    def run_pip(python, args):
+        if args[0] == "uninstall":
+            import time
+
+            time.sleep(1.0)  # a slow uninstall: the pip processes must still wait for it
+        calls.append(args[0])
+        return real_run_pip(python, args)
+
+    monkeypatch.setattr(install, "run_pip", run_pip)
+    install.install_wheels(python, locked, jobs=2)
+    assert calls[0] == "uninstall" and calls.count("uninstall") == 1 and "install" in calls
+    site = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    assert sorted(p.name for p in site.glob("setuptools-*.dist-info")) == ["setuptools-1.0.dist-info"]

@@ -439,6 +439,18 @@ def prune_sites(folder: Path, keep: int) -> list[Path]:
     return kept[keep:]
 
 
+def uninstall_bundled(python: str, site: Path, wheels: list[dict]) -> None:
+    """Uninstall what the new venv came with (setuptools, with Python 3.11) and `wheels` pin in another version,
+    before anything else is installed: a pip process replacing it while the other lists the installed
+    distributions made that one warn about a half-removed `~etuptools`."""
+    present = {name for name, _ in dist_infos(site)}
+    stale = [w["name"] for w in wheels if _normal(w["name"]) in present]
+    if stale:
+        proc = run_pip(python, ["uninstall", "--yes", "--quiet", *stale])
+        if proc.returncode != 0:
+            raise Fallback(f"could not uninstall {', '.join(stale)} first")
+
+
 def link_site(python: str, layout: dict[str, str], wheels: list[dict], cache: Path) -> None:
     """Install `wheels` by linking the files an earlier install kept in `cache` (scripts are copied with
     their interpreter line pointing at this venv). Checked before anything is linked: every kept file still
@@ -456,12 +468,7 @@ def link_site(python: str, layout: dict[str, str], wheels: list[dict], cache: Pa
         if changed:
             shutil.rmtree(cache, ignore_errors=True)
             raise Fallback(f"{tree / rel} changed since it was kept; cache dropped")
-    present = {name for name, _ in dist_infos(Path(layout["purelib"]))}
-    stale = [w["name"] for w in wheels if _normal(w["name"]) in present]
-    if stale:
-        proc = run_pip(python, ["uninstall", "--yes", "--quiet", *stale])
-        if proc.returncode != 0:
-            raise Fallback(f"could not uninstall {', '.join(stale)} first")
+    uninstall_bundled(python, Path(layout["purelib"]), wheels)
     clash = next((rel for rel in manifest["files"] if (root / rel).exists()), None)
     if clash is not None:
         raise Fallback(f"{root / clash} exists already")
@@ -619,6 +626,9 @@ class CheckedWheels:
 def _pip_install_wheels(python: str, wheels: list[dict], jobs: int, site: Path) -> None:
     import threading
 
+    bundled = ThreadPoolExecutor(1)  # while the wheels are being read
+    uninstalled = bundled.submit(uninstall_bundled, python, site, wheels)
+    bundled.shutdown(wait=False)
     BYTECODE.imported = imported = imported_modules(wheels)
     no_compile = [] if imported is None else ["--no-compile"]
     with tempfile.TemporaryDirectory(prefix="factory-wheels-") as tmp:
@@ -659,6 +669,11 @@ def _pip_install_wheels(python: str, wheels: list[dict], jobs: int, site: Path) 
                 failures.append(str(why))
                 checked.fail(failures[-1])
 
+        try:
+            uninstalled.result()
+        except Fallback:
+            checked.close()
+            raise
         threads = [threading.Thread(target=lane, args=(k,)) for k in range(jobs)]
         for t in threads:
             t.start()
