@@ -49,6 +49,17 @@ def make_wheel(folder: Path, name: str, files: dict[str, str]) -> Path:
     return wheel
 
 
+def locked_entries(wheels: list[Path]) -> list[dict]:
+    """Lock entries (name, version 1.0, file URL, sha256) of wheels made by make_wheel."""
+    return [{"name": w.name.split("-")[0], "version": "1.0", "url": w.as_uri(),
+             "sha256": hashlib.sha256(w.read_bytes()).hexdigest()} for w in wheels]
+
+
+def fresh_venv(path: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    return path
+
+
 def test_only_wheels_writing_a_same_file_stay_in_one_group(tmp_path):
     a = make_wheel(tmp_path, "nsa", {"ns/a/__init__.py": "A = 1\n"})
     b = make_wheel(tmp_path, "nsb", {"ns/b/__init__.py": "B = 2\n"})  # the same folder only: apart
@@ -103,16 +114,14 @@ def test_a_group_held_by_one_pip_process_waits_for_it(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_parallel_install_into_a_real_venv(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    venv = fresh_venv(tmp_path / "venv")
     python = str(venv / "bin" / "python")
     made = tmp_path / "wheels"
     made.mkdir()
     wheels = [make_wheel(made, "nsa", {"ns/a/__init__.py": "A = 1\n"}),
               make_wheel(made, "nsb", {"ns/b/__init__.py": "B = 2\n"}),
               make_wheel(made, "solo", {"solo.py": "C = 3\n"})]
-    locked = [{"name": w.name.split("-")[0], "version": "1.0", "url": w.as_uri(),
-               "sha256": hashlib.sha256(w.read_bytes()).hexdigest()} for w in wheels]
+    locked = locked_entries(wheels)
     install.install_wheels(python, locked, jobs=2)
     out = subprocess.run([python, "-c", "import ns.a, ns.b, solo; print(ns.a.A + ns.b.B + solo.C)"],
                          capture_output=True, text=True, check=True).stdout
@@ -178,12 +187,10 @@ def test_a_second_venv_links_the_files_an_earlier_install_kept(tmp_path, monkeyp
     wheels = [make_wheel(made, "nsa", {"ns/a/__init__.py": "A = 1\n"}),
               make_wheel(made, "solo", {"solo.py": "C = 3\n",
                                         "solo-1.0.data/scripts/solo-cli": "#!python\nimport sys\nprint(sys.prefix)\n"})]
-    locked = [{"name": w.name.split("-")[0], "version": "1.0", "url": w.as_uri(),
-               "sha256": hashlib.sha256(w.read_bytes()).hexdigest()} for w in wheels]
+    locked = locked_entries(wheels)
 
     def venv_with_install(name):
-        venv = tmp_path / name
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        venv = fresh_venv(tmp_path / name)
         python = str(venv / "bin" / "python")
         install.install_wheels(python, locked, jobs=2)
         out = subprocess.run([python, "-c", "import ns.a, solo; print(ns.a.A + solo.C)"], capture_output=True,
@@ -301,15 +308,13 @@ def test_only_the_recorded_imports_are_byte_compiled_and_kept(tmp_path, monkeypa
     made.mkdir()
     wheels = [make_wheel(made, "nsa", {"ns/a/__init__.py": "A = 1\n"}),
               make_wheel(made, "solo", {"solo.py": "C = 3\n", "unused.py": "D = 4\n"})]
-    locked = [{"name": w.name.split("-")[0], "version": "1.0", "url": w.as_uri(),
-               "sha256": hashlib.sha256(w.read_bytes()).hexdigest()} for w in wheels]
+    locked = locked_entries(wheels)
     imports = tmp_path / "install-imports.txt"
     monkeypatch.setattr(install, "IMPORTS", imports)
     tag = sys.implementation.cache_tag
 
     def venv_with_install(name: str) -> Path:
-        venv = tmp_path / name
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        venv = fresh_venv(tmp_path / name)
         install.install_wheels(str(venv / "bin" / "python"), locked, jobs=2)
         return venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
 
@@ -361,15 +366,13 @@ def test_what_the_venv_came_with_is_uninstalled_before_any_pip_process_installs(
     process starts (it ran beside them: one replacing it while the other listed the distributions); the
     pinned version ends up installed, alone."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    venv = fresh_venv(tmp_path / "venv")
     python = str(venv / "bin" / "python")
     made = tmp_path / "wheels"
     made.mkdir()
     wheels = [make_wheel(made, "setuptools", {"setuptools_stub.py": "S = 1\n"}),
               make_wheel(made, "solo", {"solo.py": "C = 3\n"})]
-    locked = [{"name": w.name.split("-")[0], "version": "1.0", "url": w.as_uri(),
-               "sha256": hashlib.sha256(w.read_bytes()).hexdigest()} for w in wheels]
+    locked = locked_entries(wheels)
     calls = []
     real_run_pip = install.run_pip
 
