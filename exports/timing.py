@@ -51,6 +51,7 @@ DEFAULT_WARMUP = 10
 DEFAULT_REPEATS = 50
 DEFAULT_ROUNDS = 15  # fewer rounds made 2-thread tables swing from one measurement to the next
 CONTENTION_RATIO = 1.5  # T-thread vs 1-thread median of the same model above this = a contended round
+CONTENDED_PAUSE_S = 0.05  # between rounds timed after the planned ones because too few were clean
 DEFAULT_PATIENCE_S = 60.0  # how long contended rounds are waited out (longest contention seen here: ~49 s)
 ROUND_TARGET_MS = 60.0  # a runner's timed runs per round are capped at about this much time (see _run_plan)
 MIN_REPEATS = 5
@@ -250,7 +251,7 @@ def time_interleaved(runners: Sequence[Runner], *, warmup: int = DEFAULT_WARMUP,
             deadline = deadline or time.monotonic() + patience_s
             if time.monotonic() > deadline:
                 break
-            time.sleep(1.0)  # let a burst of contention pass instead of timing into it
+            time.sleep(CONTENDED_PAUSE_S)  # let a burst of contention pass instead of timing into it
         rng.shuffle(order)
         contended = canary is not None and is_contended(canary)
         figures: list[np.ndarray] = [np.empty(0)] * len(runners)

@@ -78,9 +78,15 @@ def table_rounds(threads: int) -> int:
     return DEFAULT_ROUNDS if threads > 1 else SINGLE_THREAD_TABLE_ROUNDS
 
 
+# Timed runs per probe and round of a latency table (the pick and the export gate keep their own plan): real
+# tables timed with 50 and with 25, alternating, predicted a separate check set alike, the gap between two
+# tables of a kind being drift over minutes, not runs (bench/table_repeats.py, docs/decisions.md).
+TABLE_REPEATS = 25
+
+
 def measure_table(profile: TargetProfile, space: SearchSpace, num_classes: int, *, samples: int | None = None,
                   seed: int = 0, progress: bool = True, rounds: int | None = None,
-                  repeats: int = DEFAULT_REPEATS, onnx_cache: Path | None = None) -> LatencyTable:
+                  repeats: int = TABLE_REPEATS, onnx_cache: Path | None = None) -> LatencyTable:
     """Export the probe models into a temp folder, time them here (`rounds`: table_rounds of the target's
     threads unless given), and fit the table. `onnx_cache`: see targets.probe.export_models."""
     from supernets.arch import ArchConfig

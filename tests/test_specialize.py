@@ -73,6 +73,18 @@ def test_one_thread_tables_time_fewer_rounds_than_multi_thread_ones(unfitted_run
     assert table_rounds(2) == DEFAULT_ROUNDS
 
 
+def test_tables_time_fewer_runs_per_round_than_a_pick(unfitted_run) -> None:
+    """A table's probes get TABLE_REPEATS timed runs a round (bench/table_repeats.py), what its method records;
+    the pick and the export gate keep their own plan."""
+    from exports.timing import DEFAULT_REPEATS
+    from factory.search.pick import VerifyConfig
+    from targets.measure import TABLE_REPEATS
+
+    run_dir, _ = unfitted_run
+    timing = json.loads((run_dir / "latency" / "roomy.json").read_text())["method"]["timing"]
+    assert timing["repeats"] == TABLE_REPEATS < DEFAULT_REPEATS <= VerifyConfig().repeats
+
+
 @dataclass
 class Specialized:
     exit_code: int

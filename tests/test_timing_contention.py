@@ -100,6 +100,17 @@ def test_contended_rounds_are_set_aside_and_more_rounds_timed(clock):
     assert p50 < 1.5 * FAST_S * 1e3  # the clean rounds' figure, not the contended one (3 ms)
 
 
+def test_rounds_past_the_planned_ones_follow_each_other_quickly(clock):
+    """A pick (3 rounds of ~0.1 s) whose rounds came out contended is timed again within a fraction of a second,
+    not a second per extra round (the pick of a demo waited 19 s so)."""
+    per_round = WARMUP + REPEATS
+    host = Host(clock, contended_model_calls=PLAN_CALLS + 3 * per_round)  # every planned round runs contended
+    timed = time_interleaved([host.model], warmup=WARMUP, repeats=REPEATS, rounds=3, min_clean=2,
+                             canary=(host.canary_many_threads, host.canary_one_thread), patience_s=30)
+    assert (timed.rounds, timed.contended_rounds) == (5, 3)
+    assert clock.monotonic() < 1.2  # runs and canaries take 0.84 s of it: the two pauses add under 0.4 s
+
+
 def test_contention_that_never_ends_gives_up_after_patience_and_says_so(clock):
     host = Host(clock, contended_model_calls=10**9)
     start = time.monotonic()
