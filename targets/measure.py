@@ -50,11 +50,29 @@ def measure_files_rounds(paths: Sequence[Path], threads: int = 1, *, runtime: st
     if runtime is not None:
         timing.check_runtime(paths, runtime)
     runtimes = [runtime_of(p) for p in paths]
-    runners = [timing.load_runner(p, threads, rng) for p in paths]
+    runners = load_runners(paths, threads, seed) if set(runtimes) <= OPENED_IN_PARALLEL else \
+        [timing.load_runner(p, threads, rng) for p in paths]
     canary = timing.load_canary(paths, threads, rng) if len(set(runtimes)) == 1 else None
     with progress_bar(total=rounds, desc="timing", unit="round", enabled=progress) as bar:
         return timing.time_interleaved(runners, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed,
                                        progress=bar.update, canary=canary)
+
+
+# Runtimes whose files are opened two at a time before timing starts: compiling an OpenVINO IR is ~0.1 s of
+# native code that releases the GIL (40 probes: 5.2-5.9 s -> 2.9-3.2 s). ONNX Runtime sessions open in
+# ~0.04 s and gained nothing; a .tflite file's kernel choice is timed, so those open one after another.
+OPENED_IN_PARALLEL = {"openvino"}
+
+
+def load_runners(paths: Sequence[Path], threads: int, seed: int) -> list[timing.Runner]:
+    """`timing.load_runner` of every path, in order, on two threads (each file its own input generator)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def load(i: int) -> timing.Runner:
+        return timing.load_runner(paths[i], threads, np.random.default_rng([seed, i]))
+
+    with ThreadPoolExecutor(max_workers=max(1, min(2, timing.usable_cores()))) as pool:
+        return list(pool.map(load, range(len(paths))))
 
 
 def measure_file(path: Path, threads: int = 1, *, warmup: int = DEFAULT_WARMUP,

@@ -230,6 +230,47 @@ def test_worker_processes_export_the_same_files_as_one_process(tmp_path: Path, s
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two, strict=True))
 
 
+def test_openvino_probes_are_opened_two_at_a_time_each_runner_with_its_file(tmp_path: Path, space, profile,
+                                                                            monkeypatch: pytest.MonkeyPatch):
+    """Compiling OpenVINO IRs dominates opening a table's probes: two compile at once (a barrier that only two
+    loads in flight together can pass), and the i-th runner is still the i-th file's. ONNX Runtime files
+    open one after another, on the calling thread."""
+    import threading
+
+    from exports import timing
+    from targets.measure import load_runners, measure_files_rounds
+
+    openvino = parse_profile({"name": "ci-ov", "runtime": "openvino", "precision": "fp16", "threads": 1,
+                              "constraints": {"latency_p50_ms": 1.0}})
+    archs = sample_archs(space, 3, seed=5)
+    ov_files = export_models(openvino, space, 10, archs, tmp_path / "ov", progress=False, jobs=1)
+    real, both_in_flight = timing.load_runner, threading.Barrier(2, timeout=30)
+    opened: list[tuple[Path, int]] = []
+
+    def tagged(path: Path, threads: int, rng: np.random.Generator) -> timing.Runner:
+        if len(opened) < 2:
+            opened.append((path, threading.get_ident()))
+            both_in_flight.wait()
+        runner = real(path, threads, rng)
+        return lambda: (path, runner())
+
+    monkeypatch.setattr(timing, "load_runner", tagged)
+    measure_files_rounds(ov_files, 1, rounds=1, repeats=2, warmup=1)  # as a table times its probes
+    assert len({thread for _, thread in opened}) == 2
+    assert [run()[0] for run in load_runners(ov_files, 1, seed=0)] == ov_files
+
+    onnx_files = export_models(profile, space, 10, archs, tmp_path / "onnx", progress=False, jobs=1)
+    opened.clear()
+
+    def recorded(path: Path, threads: int, rng: np.random.Generator) -> timing.Runner:
+        opened.append((path, threading.get_ident()))
+        return real(path, threads, rng)
+
+    monkeypatch.setattr(timing, "load_runner", recorded)
+    measure_files_rounds(onnx_files, 1, rounds=1, repeats=2, warmup=1)
+    assert [p for p, _ in opened] == onnx_files and {t for _, t in opened} == {threading.get_ident()}
+
+
 def test_onnx_based_tables_share_their_fp32_exports(tmp_path: Path, space, profile):
     """An OpenVINO table's probes leave their fp32 ONNX exports in the cache; the ONNX Runtime table of the
     same sub-networks uses them (its files equal an export without the cache, the kept files are not made
