@@ -58,9 +58,9 @@ def measure_files_rounds(paths: Sequence[Path], threads: int = 1, *, runtime: st
                                        progress=bar.update, canary=canary)
 
 
-# Runtimes whose files are opened two at a time before timing starts: compiling an OpenVINO IR is ~0.1 s of
-# native code that releases the GIL (40 probes: 5.2-5.9 s -> 2.9-3.2 s). ONNX Runtime sessions open in
-# ~0.04 s and gained nothing; a .tflite file's kernel choice is timed, so those open one after another.
+# Runtimes whose files are opened two at a time before timing starts: compiling an OpenVINO IR is native code
+# that releases the GIL (docs/decisions.md). ONNX Runtime sessions open too quickly to gain; a .tflite file's
+# kernel choice is timed, so those open one after another.
 OPENED_IN_PARALLEL = {"openvino"}
 
 
