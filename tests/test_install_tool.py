@@ -60,6 +60,15 @@ def fresh_venv(path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty folder for a test's wheels; the install tool's caches kept inside tmp_path."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    return folder
+
+
 def test_only_wheels_writing_a_same_file_stay_in_one_group(tmp_path):
     a = make_wheel(tmp_path, "nsa", {"ns/a/__init__.py": "A = 1\n"})
     b = make_wheel(tmp_path, "nsb", {"ns/b/__init__.py": "B = 2\n"})  # the same folder only: apart
@@ -112,12 +121,9 @@ def test_a_group_held_by_one_pip_process_waits_for_it(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_parallel_install_into_a_real_venv(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def test_parallel_install_into_a_real_venv(tmp_path, made):
     venv = fresh_venv(tmp_path / "venv")
     python = str(venv / "bin" / "python")
-    made = tmp_path / "wheels"
-    made.mkdir()
     wheels = [make_wheel(made, "nsa", {"ns/a/__init__.py": "A = 1\n"}),
               make_wheel(made, "nsb", {"ns/b/__init__.py": "B = 2\n"}),
               make_wheel(made, "solo", {"solo.py": "C = 3\n"})]
@@ -177,13 +183,10 @@ def test_downloads_are_kept_in_the_cache_and_reused(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_second_venv_links_the_files_an_earlier_install_kept(tmp_path, monkeypatch, capsys):
+def test_a_second_venv_links_the_files_an_earlier_install_kept(tmp_path, made, capsys):
     """The first install keeps hard links to what pip wrote; the next venv gets the same files linked (a
     script copied with its interpreter line pointing at the new venv), importable and known to pip; a kept
     file edited in place since spoils the cache, and that install goes through pip again."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    made = tmp_path / "wheels"
-    made.mkdir()
     wheels = [make_wheel(made, "nsa", {"ns/a/__init__.py": "A = 1\n"}),
               make_wheel(made, "solo", {"solo.py": "C = 3\n",
                                         "solo-1.0.data/scripts/solo-cli": "#!python\nimport sys\nprint(sys.prefix)\n"})]
@@ -299,13 +302,10 @@ def test_a_cached_wheel_that_fails_its_check_is_dropped_from_the_cache(tmp_path)
 
 
 @pytest.mark.slow
-def test_only_the_recorded_imports_are_byte_compiled_and_kept(tmp_path, monkeypatch):
+def test_only_the_recorded_imports_are_byte_compiled_and_kept(tmp_path, monkeypatch, made):
     """With an imports list recorded for these wheels, pip installs without byte-compiling and only the listed
     modules get a .pyc, each in its distribution's RECORD (so pip uninstalls it and the next venv links it);
     a list recorded for other wheels does not apply: everything is compiled, as pip does."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    made = tmp_path / "wheels"
-    made.mkdir()
     wheels = [make_wheel(made, "nsa", {"ns/a/__init__.py": "A = 1\n"}),
               make_wheel(made, "solo", {"solo.py": "C = 3\n", "unused.py": "D = 4\n"})]
     locked = locked_entries(wheels)
@@ -361,15 +361,12 @@ def test_recorded_imports_cover_every_python_process_a_command_starts(tmp_path):
 
 
 @pytest.mark.slow
-def test_what_the_venv_came_with_is_uninstalled_before_any_pip_process_installs(tmp_path, monkeypatch):
+def test_what_the_venv_came_with_is_uninstalled_before_any_pip_process_installs(tmp_path, monkeypatch, made):
     """A fresh venv's own setuptools, pinned by the lock in another version, is uninstalled before either pip
     process starts (it ran beside them: one replacing it while the other listed the distributions); the
     pinned version ends up installed, alone."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     venv = fresh_venv(tmp_path / "venv")
     python = str(venv / "bin" / "python")
-    made = tmp_path / "wheels"
-    made.mkdir()
     wheels = [make_wheel(made, "setuptools", {"setuptools_stub.py": "S = 1\n"}),
               make_wheel(made, "solo", {"solo.py": "C = 3\n"})]
     locked = locked_entries(wheels)
