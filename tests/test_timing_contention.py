@@ -88,6 +88,31 @@ def test_is_contended_compares_many_threads_with_one(clock):
     assert SLOW_S / FAST_S > CONTENTION_RATIO > 0.8
 
 
+class SwingingHost:
+    """Every run takes twice as long until `until_s` on the clock (a swing of the whole host), then normal;
+    a T-thread run takes 0.8 of a 1-thread run throughout."""
+
+    def __init__(self, clock: VirtualClock, until_s: float) -> None:
+        self.clock, self.until_ns = clock, round(until_s * 1e9)
+
+    def _run(self, seconds: float) -> None:
+        self.clock.sleep(seconds * (2 if self.clock.ns < self.until_ns else 1))
+
+    def canary_many_threads(self) -> None:
+        self._run(0.8 * FAST_S)
+
+    def canary_one_thread(self) -> None:
+        self._run(FAST_S)
+
+
+def test_a_swing_of_the_whole_host_is_not_taken_for_contention(clock):
+    """Timed one side after the other, a host that is slow for the first 9 ms would show the T-thread side
+    slow (5 x 1.6 ms) and the 1-thread side mostly quick: a ratio of 1.6, over the threshold. In
+    alternation both sides see the slow stretch alike (3 pairs of 5)."""
+    host = SwingingHost(clock, until_s=0.009)
+    assert not is_contended((host.canary_many_threads, host.canary_one_thread), warmup=0, repeats=5)
+
+
 def test_contended_rounds_are_set_aside_and_more_rounds_timed(clock):
     per_round = WARMUP + REPEATS
     host = Host(clock, contended_model_calls=PLAN_CALLS + 2 * per_round)  # the first two rounds run contended
@@ -120,6 +145,27 @@ def test_contention_that_never_ends_gives_up_after_patience_and_says_so(clock):
     assert timed.contended and timed.contended_rounds == timed.rounds >= 2
     (p50, _p95), = timed.timings
     assert p50 > 0.8 * SLOW_S * 1e3  # all rounds used: the figure is the contended one, flagged
+
+
+class LateHost(Host):
+    """Quiet for the first `limit` calls of the timed model, contended from then on, for good."""
+
+    @property
+    def contended(self) -> bool:
+        return self.calls >= self.limit
+
+
+def test_a_slowdown_that_outlasts_the_patience_counts_every_round(clock):
+    """One clean round, then contention past the patience: the figure is the machine in that state (every
+    round pooled, 3 ms) and says so, not the one quiet round's 1 ms."""
+    per_round = WARMUP + REPEATS
+    host = LateHost(clock, PLAN_CALLS + per_round + 1)  # round 1 clean at both canaries; round 2 on contended
+    timed = time_interleaved([host.model], warmup=WARMUP, repeats=REPEATS, rounds=3, min_clean=2,
+                             canary=(host.canary_many_threads, host.canary_one_thread), patience_s=0.5)
+    assert timed.rounds > 3 and timed.contended_rounds == timed.rounds - 1
+    assert timed.contended_counted and timed.to_dict()["contended_counted"] is True
+    (p50, _p95), = timed.timings
+    assert p50 == pytest.approx(SLOW_S * 1e3)
 
 
 def test_single_thread_timing_takes_exactly_the_planned_rounds(clock):

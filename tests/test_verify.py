@@ -93,7 +93,10 @@ def test_latency_miss_timed_under_contention_says_so():
     (clean,) = budget_failures({**fig, "latency_contended_rounds": 1}, {"latency_p50_ms": 0.4})
     assert clean == "latency p50 0.800 ms > budget 0.4 ms"
     (contended,) = budget_failures({**fig, "latency_contended_rounds": 3}, {"latency_p50_ms": 0.4})
-    assert contended.startswith(clean) and "under contention: all 3 rounds" in contended
+    assert contended.startswith(clean) and "under contention: 3 of 3 rounds" in contended
+    (counted,) = budget_failures({**fig, "latency_contended_rounds": 2, "latency_contended_counted": True},
+                                 {"latency_p50_ms": 0.4})
+    assert "under contention: 2 of 3 rounds" in counted  # too few clean rounds: the figure pools them all
 
 
 def _fig(agreement, accuracy, reference=0.9):

@@ -47,9 +47,11 @@ def render_table(report: dict[str, Any]) -> str:
                 lines.append(f"  ({cmd.note})")
     for f in report.get("files", []):
         if f.get("latency_contended_rounds"):
+            what = ("are counted (the slowdown outlasted the wait for clean rounds)"
+                    if f.get("latency_contended_counted") else "were set aside")
             lines.append(f"note: {f['path']}: {f['latency_contended_rounds']} of {f['latency_rounds']} timing rounds "
-                         f"were contended (another tenant slowed the {report.get('threads')}-thread runs) and were "
-                         f"set aside")
+                         f"were contended (the {report.get('threads')}-thread runs much slower than 1 thread) and "
+                         f"{what}")
     for failure in report.get("failures", []):
         if not any(failure.startswith(f["path"]) for f in report.get("files", [])):
             lines.append(f"FAIL: {failure}")
