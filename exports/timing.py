@@ -211,11 +211,9 @@ def _timed_runs(run: Runner, warmup: int, repeats: int) -> np.ndarray:
     return samples
 
 
-def is_contended(canary: Canary, warmup: int = 5, repeats: int = 30) -> bool:
-    """Is the machine, right now, too contended for a multi-thread timing to mean anything? A T-thread
-    run slower than CONTENTION_RATIO x the 1-thread run is not the device's figure. The two sides run
-    in alternation, so a swing of the whole host hits both alike and only the T-thread side's own
-    slowdown moves the ratio."""
+def contention_ratio(canary: Canary, warmup: int = 5, repeats: int = 30) -> float:
+    """Median T-thread run / median 1-thread run of the canary's model, the two sides in alternation, so a
+    swing of the whole host hits both alike and only the T-thread side's own slowdown moves the ratio."""
     many, one = np.empty(repeats), np.empty(repeats)
     for _ in range(warmup):
         canary[0]()
@@ -226,7 +224,13 @@ def is_contended(canary: Canary, warmup: int = 5, repeats: int = 30) -> bool:
         middle = time.perf_counter_ns()
         canary[1]()
         many[r], one[r] = middle - start, time.perf_counter_ns() - middle
-    return float(np.median(many)) > CONTENTION_RATIO * float(np.median(one))
+    return float(np.median(many)) / float(np.median(one))
+
+
+def is_contended(canary: Canary, warmup: int = 5, repeats: int = 30) -> bool:
+    """Is the machine, right now, too contended for a multi-thread timing to mean anything? A T-thread
+    run slower than CONTENTION_RATIO x the 1-thread run is not the device's figure."""
+    return contention_ratio(canary, warmup, repeats) > CONTENTION_RATIO
 
 
 def _run_plan(runners: Sequence[Runner], warmup: int, repeats: int) -> list[tuple[int, int]]:
