@@ -222,6 +222,33 @@ def test_cli_import_writes_the_run_table(tmp_path: Path, results: Path, tiny_run
     assert summary["method"]["samples"] == SAMPLES and 0 <= summary["fit"]["p50_cv5"]["within_10pct"] <= 1
 
 
+@pytest.mark.parametrize(("counted", "says"), [(False, "and were set aside"), (True, "and are counted")])
+def test_cli_import_says_whether_contended_rounds_are_in_the_table(tmp_path: Path, results: Path, tiny_run: Path,
+                                                                    counted: bool, says: str):
+    """A device's results file whose 2-thread rounds were contended: set aside while a short wait found clean
+    ones, counted when the slowdown outlasted it; the import says which."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from factory.cli import cli
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    doc = json.loads(results.read_text())
+    doc["timing"].update(rounds_timed=6, contended_rounds=4, contended_counted=counted)
+    doc["threads"] = doc["manifest"]["threads"] = 2  # as if timed on 2 threads
+    device_results = tmp_path / "RESULTS.json"
+    device_results.write_text(json.dumps(doc))
+    toml = tmp_path / "ci-onnx.toml"
+    toml.write_text('name = "ci-onnx"\nruntime = "onnxruntime"\nprecision = "fp32"\nthreads = 2\n'
+                    '[constraints]\nlatency_p50_ms = 1.0\n')
+    result = CliRunner().invoke(cli, ["targets", "import", str(toml), str(device_results), "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    assert f"4 of 6 timing rounds were contended (the 2-thread runs much slower than 1 thread) {says}" \
+        in " ".join(result.output.split())
+
+
 def test_worker_processes_export_the_same_files_as_one_process(tmp_path: Path, space, profile):
     archs = sample_archs(space, 4, seed=3)
     one = export_models(profile, space, 10, archs, tmp_path / "one", progress=False, jobs=1)
