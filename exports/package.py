@@ -324,7 +324,8 @@ def _test_metrics(root: Path, files: list[dict[str, Any]], test: VerificationSet
 
 def _metrics(req: PackageRequest, report: dict[str, Any]) -> dict[str, Any]:
     keep = ("accuracy", "top1_agreement", "max_abs_diff", "relative_diff", "latency_p50_ms", "latency_p95_ms",
-            "latency_p50_spread_ms", "latency_rounds", "latency_timed_by",
+            "latency_p50_spread_ms", "latency_rounds", "latency_contended_rounds", "latency_contended_counted",
+            "latency_timed_by",
             "size_bytes")  # size_bytes: the model file plus its extra files (OpenVINO .bin)
     predicted = {} if req.predicted is None else {
         "predicted": dict(req.predicted),

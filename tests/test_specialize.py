@@ -266,6 +266,8 @@ def test_specialize_fits_a_predictor_then_converts_each_target_once_per_format(s
         manifest = json.loads((res.dist / o["package"] / "manifest.json").read_text())
         figures = manifest["metrics"]["files"]["model.onnx"]
         assert figures["latency_p50_ms"] == o["latency_p50_ms"] and figures["latency_timed_by"].startswith("search")
+        # how the rounds went travels with the claim (a 1-thread target: none contended, none counted)
+        assert (figures["latency_contended_rounds"], figures["latency_contended_counted"]) == (0, False)
         assert manifest["metrics"]["predicted"]["latency_p50_ms"] == pytest.approx(o["predicted_p50_ms"], rel=1e-5)
     assert not [p for p in res.scratch.iterdir() if p.name.startswith("factory-verify-")]  # picks' folders removed
 
