@@ -189,10 +189,6 @@ class RoundsTiming:
     spreads: list[float] = field(default_factory=list)
     contended_counted: bool = False
 
-    @property
-    def contended(self) -> bool:
-        return self.contended_counted
-
     def to_dict(self) -> dict[str, object]:
         """How the rounds went, under keys that sit beside the planned `rounds` of a timing record."""
         return {"rounds_timed": self.rounds, "contended_rounds": self.contended_rounds,
