@@ -277,12 +277,12 @@ def time_interleaved(runners: Sequence[Runner], *, warmup: int = DEFAULT_WARMUP,
             progress(1)
     clean_rounds = [figs for ok, figs in per_round if ok]
     # a slowdown that outlasted the patience is the state the machine is in: all rounds count then
-    used = clean_rounds if len(clean_rounds) >= min_clean else [figs for _, figs in per_round]
+    counted = len(clean_rounds) < min_clean
+    used = [figs for _, figs in per_round] if counted else clean_rounds
     summaries = [summarize_rounds([figs[i] for figs in used]) for i in range(len(runners))]
-    contended_rounds = len(per_round) - len(clean_rounds)
     return RoundsTiming([(p50, p95) for p50, p95, _ in summaries], rounds=len(per_round),
-                        contended_rounds=contended_rounds, spreads=[spread for _, _, spread in summaries],
-                        contended_counted=contended_rounds > 0 and used is not clean_rounds)
+                        contended_rounds=len(per_round) - len(clean_rounds),
+                        spreads=[spread for _, _, spread in summaries], contended_counted=counted)
 
 
 @dataclass(frozen=True)
