@@ -291,9 +291,10 @@ def _onnx_lasting(net, path: Path, run_ms: float, rng: np.random.Generator) -> P
             start = time.perf_counter()
             run()
             ms.append((time.perf_counter() - start) * 1e3)
-        if float(np.median(ms)) >= 0.8 * run_ms:
+        median_ms = float(np.median(ms))
+        if median_ms >= 0.8 * run_ms:
             break
-        side = 8 * int(np.ceil(side * np.sqrt(run_ms / float(np.median(ms))) / 8))
+        side = 8 * int(np.ceil(side * np.sqrt(run_ms / median_ms) / 8))
     return path
 
 
