@@ -23,6 +23,7 @@ from exports.timing import (
     CONTENTION_RATIO,
     MIN_REPEATS,
     PLAN_CALLS,
+    _timed_runs,
     is_contended,
     measure_latency,
     summarize_rounds,
@@ -284,14 +285,7 @@ def _onnx_lasting(net, path: Path, run_ms: float, rng: np.random.Generator) -> P
     side = 64
     for _ in range(2):
         torch.onnx.export(net, torch.zeros(1, 3, side, side), str(path), dynamo=False)
-        run = load_session(path, 1).raw_runner(rng)
-        run()
-        ms = []
-        for _ in range(10):
-            start = time.perf_counter()
-            run()
-            ms.append((time.perf_counter() - start) * 1e3)
-        median_ms = float(np.median(ms))
+        median_ms = float(np.median(_timed_runs(load_session(path, 1).raw_runner(rng), 1, 10))) / 1e6
         if median_ms >= 0.8 * run_ms:
             break
         side = 8 * int(np.ceil(side * np.sqrt(run_ms / median_ms) / 8))
